@@ -1,0 +1,31 @@
+# Two entry points: `make demo` (the main job) and `make test`. Both build .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint evaluate clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/ndpca demo --out out/demo
+
+evaluate: venv
+	$(BIN)/ndpca evaluate --out out/eval --limit 16
+
+lint: venv
+	$(BIN)/ruff check .
+
+test: venv lint
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) out

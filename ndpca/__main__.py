@@ -1,0 +1,5 @@
+import sys
+
+from ndpca.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Code shared by the edge client and the receiver: STFT, models, NDPCA, rate maths, coding."""

@@ -1,0 +1,315 @@
+"""The codec interface used by edge clients, the receiver, training and evaluation.
+
+One checkpoint file holds a whole codec: the model, the frozen NDPCA bases and means, the STFT
+preset, the sample rate and the rate defaults. The two halves:
+
+* edge side (:meth:`Codec.source_coefficients`, :meth:`Codec.encode_payload`): an audio
+  chunk of the source's microphones -> all normalised coefficients -> the first ``k`` of them,
+  quantised and entropy-coded to bytes that fit a bit budget;
+* receiver side (:meth:`Codec.plan`, :meth:`Codec.decode_payloads`): capacity -> budget
+  (Eq. 3) -> allocation per source; payloads (or ``None`` for a missing source) -> spectra of
+  every microphone -> audio.
+
+Frames: a signal is framed once with ``torch.stft(center=True)`` and cut into chunks of
+``frames`` frames; chunk ``t`` holds frames ``[t * frames, (t + 1) * frames)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shared.checkpoint import load_checkpoint, save_checkpoint
+from shared.coding import CoefficientCoder
+from shared.errors import CheckpointError
+from shared.models.architectures import DistributedAutoencoder, ModelConfig
+from shared.ndpca import SourceBasis, allocate
+from shared.rate import RateConfig, budget_bits, budget_coefficients, split_bits
+from shared.stft import from_channels, get_preset, istft, stft, to_channels
+
+CHECKPOINT_KIND = "codec"
+
+
+@dataclass
+class Plan:
+    """One step's budget and allocation (receiver side)."""
+
+    capacity_bps: float
+    budget_coefficients: int
+    budget_bits: int
+    allocation: list[int]
+    bits_per_source: list[int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "capacity_bps": self.capacity_bps,
+            "budget_coefficients": self.budget_coefficients,
+            "budget_bits": self.budget_bits,
+            "allocation": list(self.allocation),
+            "bits_per_source": list(self.bits_per_source),
+        }
+
+
+@dataclass
+class EncodedChunk:
+    """What an edge sends for one chunk: ``k`` coefficients in ``payload``."""
+
+    payload: bytes
+    k: int
+    k_allocated: int
+    bits: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bits = 8 * len(self.payload)
+
+
+class Codec:
+    """A loaded codec. Build with :meth:`load` (or :meth:`from_parts` in training)."""
+
+    def __init__(
+        self,
+        model: DistributedAutoencoder,
+        bases: Sequence[SourceBasis],
+        rate: RateConfig | None = None,
+        allocation_rule: str | None = None,
+        header: dict[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg: ModelConfig = model.cfg
+        self.spec = self.cfg.spec()
+        self.bases = [b.to(self.device) for b in bases]
+        self.rate = rate or RateConfig(chunk_seconds=self.chunk_seconds)
+        self.allocation_rule = allocation_rule or self.spec.allocation
+        self.coder = CoefficientCoder(self.rate.quant_step)
+        self.header = header or {}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def preset(self):
+        return get_preset(self.cfg.stft)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.preset.sample_rate
+
+    @property
+    def n_sources(self) -> int:
+        return len(self.bases)
+
+    @property
+    def mic_groups(self) -> list[list[int]]:
+        return self.cfg.mic_groups
+
+    @property
+    def latent_sizes(self) -> list[int]:
+        return [b.dim for b in self.bases]
+
+    @property
+    def chunk_samples(self) -> int:
+        return self.cfg.frames * self.preset.hop
+
+    @property
+    def chunk_seconds(self) -> float:
+        return self.chunk_samples / self.preset.sample_rate
+
+    @property
+    def sha256(self) -> str:
+        return str(self.header.get("sha256", ""))
+
+    # ------------------------------------------------------------------ persistence
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        expect_arch: str | None = None,
+        rate: RateConfig | None = None,
+        allocation_rule: str | None = None,
+    ) -> Codec:
+        """Load a codec checkpoint; ``expect_arch`` guards against the wrong architecture."""
+        ckpt = load_checkpoint(path, expect_kind=CHECKPOINT_KIND)
+        head = ckpt.header
+        try:
+            cfg = ModelConfig(**head["model_config"])
+        except Exception as exc:
+            raise CheckpointError(f"{path}: model config invalid ({exc}); re-train") from None
+        if expect_arch is not None and cfg.arch != expect_arch:
+            raise CheckpointError(
+                f"{path} holds architecture {cfg.arch!r}, expected {expect_arch!r}; pass the "
+                f"checkpoint trained for {expect_arch!r}"
+            )
+        model = DistributedAutoencoder(cfg)
+        state = {k[len("model.") :]: v.float() for k, v in ckpt.tensors.items() if k.startswith("model.")}
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: weights do not fit {cfg.arch} ({exc})") from None
+        bases = []
+        for s in range(cfg.spec().n_encoders):
+            try:
+                bases.append(
+                    SourceBasis(*(ckpt.tensors[f"ndpca.{s}.{n}"].float() for n in _BASIS_FIELDS))
+                )
+            except KeyError:
+                raise CheckpointError(
+                    f"{path} has no NDPCA basis for source {s}; it was saved before the bases "
+                    "were fitted. Run `ndpca train` to completion"
+                ) from None
+        if rate is None and "rate" in head:
+            rate = RateConfig(**head["rate"])
+        return cls(model, bases, rate, allocation_rule, head, device)
+
+    def save(self, path: str | Path, extra_header: dict[str, Any] | None = None,
+             weights_dtype: torch.dtype = torch.float32) -> str:
+        """Write this codec to ``path``; returns the content hash."""
+        header = {
+            "kind": CHECKPOINT_KIND,
+            "arch": self.cfg.arch,
+            "model_config": self.cfg.model_dump(),
+            "stft": self.cfg.stft,
+            "sample_rate": self.sample_rate,
+            "rate": self.rate.__dict__,
+            "weights_dtype": str(weights_dtype).replace("torch.", ""),
+        }
+        header.update(extra_header or {})
+        tensors = {f"model.{k}": v.to(weights_dtype) for k, v in self.model.state_dict().items()}
+        for s, b in enumerate(self.bases):
+            for n, t in zip(_BASIS_FIELDS, b.tensors()):
+                tensors[f"ndpca.{s}.{n}"] = t
+        digest = save_checkpoint(path, header, tensors)
+        self.header = dict(header, sha256=digest)
+        return digest
+
+    # ------------------------------------------------------------------ spectra
+    def spectra(self, audio: torch.Tensor) -> torch.Tensor:
+        """Microphone audio ``[M, N]`` (or ``[B, M, N]``) -> channels ``[..., M, 2, F, T]``."""
+        return to_channels(stft(audio.to(self.device), self.preset), self.cfg.representation)
+
+    def to_audio(self, channels: torch.Tensor, length: int) -> torch.Tensor:
+        """Channels ``[..., M, 2, F, T]`` -> audio ``[..., M, length]``."""
+        return istft(from_channels(channels, self.cfg.representation), self.preset, length)
+
+    def chunk(self, channels: torch.Tensor) -> torch.Tensor:
+        """``[M, 2, F, T]`` -> ``[n_chunks, M, 2, F, frames]``, zero-padding the last chunk."""
+        t = channels.shape[-1]
+        n = -(-t // self.cfg.frames)
+        pad = n * self.cfg.frames - t
+        x = torch.nn.functional.pad(channels, (0, pad))
+        return x.reshape(*x.shape[:-1], n, self.cfg.frames).movedim(-2, 0)
+
+    @staticmethod
+    def unchunk(chunks: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """Inverse of :meth:`chunk`: ``[n, M, 2, F, frames]`` -> ``[M, 2, F, n_frames]``."""
+        x = chunks.movedim(0, -2)
+        return x.reshape(*x.shape[:-2], -1)[..., :n_frames]
+
+    # ------------------------------------------------------------------ edge side
+    @torch.no_grad()
+    def source_coefficients(self, s: int, chunk: torch.Tensor) -> torch.Tensor:
+        """Source ``s``'s microphones ``[B, M_s, 2, F, frames]`` -> coefficients ``[B, d_s]``."""
+        z = self.model.encode_source(s, chunk.to(self.device))
+        return self.bases[s].project(z, self.bases[s].dim)
+
+    def encode_payload(self, coeffs: np.ndarray | torch.Tensor, k: int, budget_bits: int | None) -> EncodedChunk:
+        """Keep the first ``k`` of ``[d_s]`` coefficients and code them within ``budget_bits``."""
+        c = np.asarray(coeffs.detach().cpu() if isinstance(coeffs, torch.Tensor) else coeffs)[:k]
+        if budget_bits is None:
+            return EncodedChunk(self.coder.encode(c), len(c), k)
+        payload, sent = self.coder.encode_within(c, budget_bits)
+        return EncodedChunk(payload, sent, k)
+
+    # ------------------------------------------------------------------ receiver side
+    def plan(self, capacity_bps: float, rule: str | None = None) -> Plan:
+        """Capacity -> budget (Eq. 3) -> allocation -> bits per source."""
+        total = budget_coefficients(capacity_bps, self.rate, sum(self.latent_sizes))
+        bits = budget_bits(capacity_bps, self.rate)
+        alloc = allocate(self.bases, total, rule or self.allocation_rule)
+        return Plan(float(capacity_bps), total, bits, alloc, split_bits(bits, alloc))
+
+    def plan_for_coefficients(self, total: int, rule: str | None = None) -> Plan:
+        """The plan for a budget of exactly ``total`` coefficients (bandwidth sweeps)."""
+        capacity = total * self.rate.bits_per_coefficient / self.rate.chunk_seconds
+        # guard against float rounding just under the integer
+        capacity *= 1 + 1e-9
+        return self.plan(capacity, rule)
+
+    def decode_payloads(self, payloads: Sequence[tuple[bytes, int] | None]) -> torch.Tensor:
+        """Per source ``(payload, k)`` or ``None`` (missing: mean) -> ``[M, 2, F, frames]``."""
+        if len(payloads) != self.n_sources:
+            raise ValueError(f"expected {self.n_sources} sources, got {len(payloads)}")
+        coeffs = []
+        for item in payloads:
+            if item is None or item[1] == 0:
+                coeffs.append(torch.zeros(1, 0, device=self.device))
+            else:
+                payload, k = item
+                c = self.coder.decode(payload, k)
+                coeffs.append(torch.from_numpy(c).to(self.device)[None])
+        return self.decode_coefficients(coeffs)[0]
+
+    @torch.no_grad()
+    def decode_coefficients(self, coeffs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per source normalised coefficients ``[B, k_s]`` -> spectra ``[B, M, 2, F, frames]``."""
+        batch = max(c.shape[0] for c in coeffs)
+        latents = []
+        for b, c in zip(self.bases, coeffs):
+            c = c.to(self.device).float()
+            if c.shape[0] != batch:
+                c = c.expand(batch, -1)
+            latents.append(b.reconstruct(c, c.shape[1]))
+        return self.model.decode(latents)
+
+    # ------------------------------------------------------------------ offline
+    @torch.no_grad()
+    def code_signal(
+        self, mics: torch.Tensor, total: int, rule: str | None = None, quantise: bool = True
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Code a whole multi-microphone signal at a fixed budget of ``total`` coefficients.
+
+        Args:
+            mics: ``[M, N]`` audio.
+        Returns:
+            decoded audio ``[M, N]`` and stats (bits per chunk, coefficients sent).
+        """
+        n = mics.shape[-1]
+        spec = self.spectra(mics)
+        chunks = self.chunk(spec)  # [C, M, 2, F, T]
+        plan = self.plan_for_coefficients(total, rule)
+        coeffs, bits, sent = [], 0, 0
+        for s, group in enumerate(self.mic_groups):
+            full = self.source_coefficients(s, chunks[:, group])  # [C, d_s]
+            k = plan.allocation[s]
+            if not quantise:
+                coeffs.append(full[:, :k])
+                bits += 32 * k * full.shape[0]
+                sent += k * full.shape[0]
+                continue
+            rows = torch.zeros(full.shape[0], k, device=self.device)
+            for i, row in enumerate(full.cpu().numpy()):
+                enc = self.encode_payload(row, k, plan.bits_per_source[s])
+                bits += enc.bits
+                sent += enc.k
+                rows[i, : enc.k] = torch.from_numpy(self.coder.decode(enc.payload, enc.k))
+            coeffs.append(rows)
+        out = self.decode_coefficients(coeffs)
+        audio = self.to_audio(self.unchunk(out, spec.shape[-1]), n)
+        n_chunks = chunks.shape[0]
+        stats = {
+            "budget_coefficients": plan.budget_coefficients,
+            "allocation": plan.allocation,
+            "bits_per_chunk": bits / n_chunks,
+            "coefficients_per_chunk": sent / n_chunks,
+            "bitrate_bps": bits / n_chunks / self.chunk_seconds,
+            "budget_bits_per_chunk": plan.budget_bits,
+        }
+        return audio, stats
+
+
+_BASIS_FIELDS = ("mean", "basis", "singular_values", "std")

@@ -1,0 +1,154 @@
+"""NDPCA: per-source PCA bases, bandwidth allocation, projection and reconstruction.
+
+After training (Li et al., NeurIPS 2023): encode the training set, mean-centre each source's
+latents, run a separate SVD per source and keep ``V_s`` and ``mu_s`` frozen at both ends.
+A source allocated ``k_s`` components sends ``c_s = V_s[:, :k_s]^T (z_s - mu_s)``; the
+receiver rebuilds ``z^_s = mu_s + V_s[:, :k_s] c_s``; a source given no component is
+reconstructed as its mean. Coefficients travel normalised by their training-set standard
+deviation (``s_j / sqrt(N - 1)``) so that every coefficient has unit variance (sigma^2 = 1 in
+the rate-distortion budget).
+
+The *identity* projection (naive baselines) uses the raw latent dimensions in their own
+order, centred and normalised the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from shared.rate import allocate_ndpca, allocate_uniform
+
+
+@dataclass
+class SourceBasis:
+    """Frozen projection of one source.
+
+    Attributes:
+        mean: ``[d]`` training-set mean of the latent.
+        basis: ``[d, d]`` orthonormal columns (principal directions, or the identity).
+        singular_values: ``[d]`` descending for PCA (for identity: in dimension order).
+        std: ``[d]`` standard deviation of each coefficient on the training set.
+    """
+
+    mean: torch.Tensor
+    basis: torch.Tensor
+    singular_values: torch.Tensor
+    std: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.numel())
+
+    def to(self, device: torch.device | str) -> SourceBasis:
+        return SourceBasis(*(t.to(device) for t in self.tensors()))
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.mean, self.basis, self.singular_values, self.std)
+
+    def project(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        """Normalised coefficients of the first ``k`` components: ``[B, d] -> [B, k]``."""
+        c = (z - self.mean) @ self.basis[:, :k]
+        return c / self.std[:k]
+
+    def reconstruct(self, coeffs: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """Latent from normalised coefficients ``[B, k]`` -> ``[B, d]`` (k = 0: the mean)."""
+        k = coeffs.shape[-1] if k is None else k
+        if k == 0:
+            return self.mean.expand(coeffs.shape[0], -1).clone()
+        return self.mean + (coeffs[:, :k] * self.std[:k]) @ self.basis[:, :k].T
+
+
+def fit_basis(latents: torch.Tensor, projection: str = "pca", eps: float = 1e-6) -> SourceBasis:
+    """Fit a source's basis from its training-set latents ``[N, d]`` (float64 internally)."""
+    z = latents.detach().to(torch.float64)
+    n, d = z.shape
+    if n < 2:
+        raise ValueError("need at least two latent vectors to fit a basis")
+    mean = z.mean(0)
+    zc = z - mean
+    if projection == "pca":
+        _, s, vh = torch.linalg.svd(zc, full_matrices=True)
+        basis = vh.T  # [d, d]
+        sv = torch.zeros(d, dtype=torch.float64)
+        sv[: s.numel()] = s
+        # sign convention: largest entry of each direction positive (deterministic bases)
+        signs = torch.sign(basis[basis.abs().argmax(0), torch.arange(d)])
+        basis = basis * torch.where(signs == 0, torch.ones_like(signs), signs)
+    elif projection == "identity":
+        basis = torch.eye(d, dtype=torch.float64)
+        sv = zc.norm(dim=0)
+    else:
+        raise ValueError(f"unknown projection {projection!r}; choose 'pca' or 'identity'")
+    std = (sv / max(1.0, (n - 1) ** 0.5)).clamp_min(eps)
+    return SourceBasis(mean.float(), basis.float(), sv.float(), std.float())
+
+
+def allocate(bases: Sequence[SourceBasis], total: int, rule: str = "ndpca") -> list[int]:
+    """Components per source for a budget of ``total`` coefficients.
+
+    ``ndpca`` pools singular values across sources and takes the top ``total``;
+    ``uniform`` gives each source ``floor(total / S)``, its first components.
+    """
+    if rule == "ndpca":
+        return allocate_ndpca([b.singular_values.cpu().numpy() for b in bases], total)
+    if rule == "uniform":
+        return allocate_uniform([b.dim for b in bases], total)
+    raise ValueError(f"unknown allocation rule {rule!r}; choose 'ndpca' or 'uniform'")
+
+
+# --------------------------------------------------------------------------- training
+
+
+def batch_pca_bottleneck(latents: Sequence[torch.Tensor], total: int) -> list[torch.Tensor]:
+    """NDPCA's training bottleneck: per-batch, per-source PCA and a pooled top-``total`` pick.
+
+    Each source's batch latents ``[B, d_s]`` are centred on the batch mean; an SVD per source
+    (of detached latents, so the bases are constants of the step) gives directions and
+    singular values; the top ``total`` singular values across sources decide ``k_s``; each
+    latent is replaced by its projection on its first ``k_s`` directions. Gradients flow to
+    the encoders through the projection.
+    """
+    svs, vs, means = [], [], []
+    for z in latents:
+        mu = z.mean(0, keepdim=True)
+        _, s, vh = torch.linalg.svd((z - mu).detach(), full_matrices=False)
+        svs.append(s.cpu().numpy())
+        vs.append(vh.T)
+        means.append(mu)
+    ks = allocate_ndpca(svs, total)
+    out = []
+    for z, mu, v, k in zip(latents, means, vs, ks):
+        vk = v[:, :k]
+        out.append(mu + ((z - mu) @ vk) @ vk.T)
+    return out
+
+
+def batch_truncation_bottleneck(latents: Sequence[torch.Tensor], total: int) -> list[torch.Tensor]:
+    """The naive baselines' bottleneck: each source keeps its first ``floor(total / S)`` dims.
+
+    Dropped dimensions are replaced by their (detached) batch mean, as the receiver replaces
+    them by the training-set mean.
+    """
+    ks = allocate_uniform([z.shape[1] for z in latents], total)
+    out = []
+    for z, k in zip(latents, ks):
+        mask = torch.zeros(z.shape[1], dtype=z.dtype, device=z.device)
+        mask[:k] = 1
+        out.append(z * mask + z.mean(0, keepdim=True).detach() * (1 - mask))
+    return out
+
+
+def random_bottleneck_size(total_dim: int, generator: torch.Generator | None = None) -> int:
+    """k ~ U[8, D/2] (inclusive), NDPCA's training bottleneck size."""
+    lo, hi = min(8, total_dim // 2), max(min(8, total_dim // 2), total_dim // 2)
+    return int(torch.randint(lo, hi + 1, (1,), generator=generator).item())
+
+
+def stack_singular_values(bases: Sequence[SourceBasis]) -> np.ndarray:
+    """All (source, singular value) pairs, for plots and reports: ``[sum d_s, 2]``."""
+    rows = [(s, float(v)) for s, b in enumerate(bases) for v in b.singular_values]
+    return np.asarray(rows)

@@ -1,0 +1,81 @@
+"""NDPCA bases: exact reconstruction, mean fallback, allocation, training bottlenecks."""
+
+import torch
+
+from shared.ndpca import (
+    allocate,
+    batch_pca_bottleneck,
+    batch_truncation_bottleneck,
+    fit_basis,
+    random_bottleneck_size,
+)
+
+
+def _latents(n=200, d=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.linspace(3.0, 0.1, d)
+    return torch.randn(n, d, generator=g) * scales + 2.0
+
+
+def test_all_components_reconstruct_exactly():
+    """Keeping every component gives back the latent (float error only)."""
+    z = _latents()
+    b = fit_basis(z)
+    c = b.project(z, b.dim)
+    torch.testing.assert_close(b.reconstruct(c), z, atol=1e-4, rtol=1e-4)
+
+
+def test_zero_components_give_the_mean():
+    """A source with no component is reconstructed as its training mean."""
+    z = _latents()
+    b = fit_basis(z)
+    out = b.reconstruct(torch.zeros(5, 0), 0)
+    torch.testing.assert_close(out, b.mean.expand(5, -1))
+
+
+def test_coefficients_are_unit_variance_and_sorted():
+    z = _latents()
+    b = fit_basis(z)
+    c = b.project(z, b.dim)
+    torch.testing.assert_close(c.std(0), torch.ones(b.dim), atol=1e-3, rtol=1e-3)
+    assert torch.all(b.singular_values[:-1] >= b.singular_values[1:])
+
+
+def test_pca_error_decreases_with_k():
+    z = _latents()
+    b = fit_basis(z)
+    errs = [((b.reconstruct(b.project(z, k), k) - z) ** 2).mean().item() for k in range(b.dim + 1)]
+    assert all(e1 >= e2 - 1e-6 for e1, e2 in zip(errs, errs[1:]))
+
+
+def test_identity_basis_keeps_dimension_order():
+    z = _latents()
+    b = fit_basis(z, "identity")
+    c = b.project(z, 3)
+    torch.testing.assert_close(c * b.std[:3] + b.mean[:3], z[:, :3], atol=1e-4, rtol=1e-4)
+
+
+def test_allocation_rules():
+    bases = [fit_basis(_latents(d=8, seed=s) * (s + 1)) for s in range(3)]
+    k = allocate(bases, 10, "ndpca")
+    assert sum(k) == 10 and k[2] >= k[0]  # the loudest source wins components
+    assert allocate(bases, 10, "uniform") == [3, 3, 3]
+
+
+def test_batch_bottlenecks_keep_gradients_and_rank():
+    z1 = torch.randn(32, 8, requires_grad=True)
+    z2 = torch.randn(32, 8, requires_grad=True)
+    out = batch_pca_bottleneck([z1, z2], 5)
+    ranks = [torch.linalg.matrix_rank(o - o.mean(0)).item() for o in out]
+    assert sum(ranks) == 5
+    sum(o.sum() for o in out).backward()
+    assert z1.grad is not None and z2.grad is not None
+    t = batch_truncation_bottleneck([z1.detach(), z2.detach()], 6)
+    torch.testing.assert_close(t[0][:, :3], z1.detach()[:, :3])
+    assert torch.allclose(t[1][:, 3:], z2.detach()[:, 3:].mean(0).expand(32, -1))
+
+
+def test_random_bottleneck_range():
+    g = torch.Generator().manual_seed(0)
+    ks = {random_bottleneck_size(256, g) for _ in range(500)}
+    assert min(ks) >= 8 and max(ks) <= 128 and len(ks) > 50

@@ -1,0 +1,91 @@
+"""``ndpca train`` and ``ndpca evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one codec architecture from a TOML config")
+    p.add_argument("--config", required=True, help="TOML file (or a name in training/configs/)")
+    p.add_argument("--run-dir", type=Path, help="where state, log and checkpoint go (default runs/<arch>)")
+    p.add_argument("--out", type=Path, help="also copy the final checkpoint here")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state.pt")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="PSNR/SI-SDR/PESQ/STOI against bandwidth (paper Fig. 3b)")
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--checkpoints", type=Path, help="folder with <arch>*.ckpt (default checkpoints/)")
+    e.add_argument("--data-dir", type=Path, help="room data set (default data/rooms, built if missing)")
+    e.add_argument("--limit", type=int, help="use only N test examples")
+    e.add_argument("--bandwidths", default="8,16,32,64,128,256")
+    e.add_argument("--methods", help="comma-separated subset of the methods")
+    e.add_argument("--no-opus", action="store_true")
+    e.add_argument("--no-perceptual", action="store_true", help="skip PESQ and STOI (fast)")
+    e.add_argument("--no-real", action="store_true", help="skip the real-speech evaluation")
+    e.add_argument("--workers", type=int, default=2)
+    e.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    e.set_defaults(func=_evaluate)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        from shared.errors import UserError
+
+        raise UserError("--device cuda asked for, but no CUDA device is available; use --device cpu")
+    return name
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.config import load_config, parse_override
+    from training.train import train
+
+    overrides: dict = {}
+    from training.config import _merge
+
+    for item in args.set:
+        overrides = _merge(overrides, parse_override(item))
+    cfg = load_config(args.config, overrides)
+    run_dir = args.run_dir or Path("runs") / cfg.model.arch
+    provenance = {"command": "ndpca " + " ".join(sys.argv[1:]), "config": str(args.config)}
+    path = train(cfg, run_dir, out=args.out, resume=args.resume, progress=not args.no_progress,
+                 device=_device(args.device), provenance=provenance)
+    if path is not None:
+        print(f"checkpoint: {path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from shared.errors import UserError
+    from training.evaluate import DEFAULT_CKPT_DIR, METHODS, run_evaluation
+
+    methods = tuple(args.methods.split(",")) if args.methods else tuple(METHODS)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise UserError(f"unknown method(s) {bad}; choose from {list(METHODS)}")
+    try:
+        bws = tuple(int(b) for b in args.bandwidths.split(","))
+    except ValueError:
+        raise UserError(f"--bandwidths must be comma-separated integers, got {args.bandwidths!r}") from None
+    res = run_evaluation(
+        args.out, args.checkpoints or DEFAULT_CKPT_DIR, args.data_dir, args.limit, bws, methods,
+        opus=not args.no_opus, perceptual=not args.no_perceptual, workers=args.workers,
+        real=not args.no_real, device=_device(args.device),
+    )
+    print(f"results: {args.out / 'results.csv'}, summary: {args.out / 'summary.md'}, "
+          f"plot: {args.out / 'fig3b_psnr.png'} ({res['seconds']:.0f} s)")
+    if "real" in res:
+        print(f"real speech: {args.out / 'real' / 'summary.md'}")
+    print(json.dumps(json.loads((args.out / "headline.json").read_text())["mean_below_full"], indent=1))
+    return 0

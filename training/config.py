@@ -1,0 +1,145 @@
+"""Training configuration: a base TOML file plus overrides, validated by pydantic.
+
+A config has the sections ``[model]`` (:class:`shared.models.architectures.ModelConfig`),
+``[data]`` (where the room data set lives and how to build it if missing), ``[train]`` and
+``[loss]`` (named weights matching the keys of :func:`training.losses.task_agnostic_losses`).
+An optional top-level ``base = "other.toml"`` (relative to the file) is loaded first and
+overridden section by section. Unknown keys are errors that name the key and the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import ConfigError
+from shared.models.architectures import ModelConfig
+from shared.rate import RateConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class DataSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dir: str | None = None  # default: training.data.dataset.default_data_dir()
+    build: dict[str, Any] = Field(default_factory=dict)  # DataConfig overrides if it is built
+    max_train_examples: int | None = None
+
+
+class TrainSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    lr_min: float = Field(1e-5, ge=0)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    bottleneck: str = "auto"  # auto (from the architecture) | pca | truncate | none
+    full_latent_prob: float = Field(0.0, ge=0, le=1)
+    checkpoint_every: int = Field(500, ge=1)
+    log_every: int = Field(50, ge=1)
+    weights_dtype: str = "float16"
+    threads: int | None = None
+
+
+class RateSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sigma2: float = 1.0
+    distortion: float = 0.01
+    eta: float = 1.1
+
+    def to_rate(self, chunk_seconds: float) -> RateConfig:
+        return RateConfig(self.sigma2, self.distortion, self.eta, chunk_seconds)
+
+
+class LossWeights(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mse: float = 1.0
+    cosine: float = 0.01
+    spectral_snr: float = 0.0
+    psnr: float = 0.01
+    nuclear: float = 0.1
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    rate: RateSection = Field(default_factory=RateSection)
+    loss: LossWeights = Field(default_factory=LossWeights)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        named = CONFIG_DIR / path.name
+        if named.is_file():
+            path = named
+        else:
+            raise ConfigError(
+                f"config file {path} not found; pass a TOML file or one of "
+                f"{sorted(p.name for p in CONFIG_DIR.glob('*.toml'))}"
+            )
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    base = raw.pop("base", None)
+    if base is not None:
+        raw = _merge(_read_toml(path.parent / base), raw)
+    return raw
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read, merge and validate a config; raise ConfigError naming any bad key or value."""
+    path = Path(path)
+    raw = _merge(_read_toml(path), overrides or {})
+    try:
+        cfg = TrainConfig(**raw)
+        cfg.model.validate_all()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key {where!r}")
+            else:
+                problems.append(f"{where}: {err['msg']}")
+        raise ConfigError(f"{path}: " + "; ".join(problems) + " (see training/configs/*.toml)") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return cfg
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``section.key=value`` (value parsed as TOML, else a string) -> nested dict."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, value = text.split("=", 1)
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    out: dict[str, Any] = {}
+    cur = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = parsed
+    return out

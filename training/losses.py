@@ -1,0 +1,96 @@
+"""Task-agnostic losses of the paper (section 4.1) and the NDPCA nuclear-norm regulariser.
+
+All spectral losses act on the real channels ``[B, M, 2, F, T]`` of the codec's
+representation. Every function returns a scalar tensor that carries gradient.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+
+from shared.stft import compressed_magnitude
+
+EPS = 1e-8
+
+
+def mse_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 10: mean squared error between reconstructed and input spectra."""
+    return torch.mean((recon - target) ** 2)
+
+
+def cosine_loss(latents: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Eq. 11: mean absolute cosine similarity between different sources' latents.
+
+    Minimising it discourages sources from sending the same information. Sources of
+    different sizes are compared on their common leading dimensions. Zero for one source.
+    """
+    if len(latents) < 2:
+        return latents[0].sum() * 0.0
+    terms = []
+    for a, b in itertools.combinations(latents, 2):
+        d = min(a.shape[1], b.shape[1])
+        terms.append(torch.nn.functional.cosine_similarity(a[:, :d], b[:, :d], dim=1).abs().mean())
+    return torch.stack(terms).mean()
+
+
+def spectral_snr_db(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 12: per example 10 log10(||X||^2 / ||X - X^||^2) in dB, shape ``[B]``."""
+    dims = tuple(range(1, target.dim()))
+    sig = target.pow(2).sum(dims)
+    err = (target - recon).pow(2).sum(dims)
+    return 10 * torch.log10((sig + EPS) / (err + EPS))
+
+
+def psnr_db(
+    recon: torch.Tensor, target: torch.Tensor, representation: str = "complex"
+) -> torch.Tensor:
+    """Eq. 13: PSNR of the compressed magnitude spectrogram, per example ``[B]``.
+
+    ``PSNR = 10 log10(max |X|_c^2 / mean (|X|_c - |X^|_c)^2)`` where ``|X|_c = beta |X|^alpha``
+    is the compressed magnitude of the reference and the peak is the reference's maximum
+    over all its microphones, bins and frames.
+    """
+    m_t = compressed_magnitude(target, representation)
+    m_r = compressed_magnitude(recon, representation)
+    dims = tuple(range(1, m_t.dim()))
+    peak = m_t.amax(dims)
+    mse = (m_t - m_r).pow(2).mean(dims)
+    return 10 * torch.log10((peak.pow(2) + EPS) / (mse + EPS))
+
+
+def nuclear_norm_loss(latents: Sequence[torch.Tensor]) -> torch.Tensor:
+    """NDPCA regulariser: ``||Z_c||_* / ||Z_c||_F / B`` of the centred joint latent ``[B, D]``."""
+    z = torch.cat(list(latents), dim=1)
+    zc = z - z.mean(0, keepdim=True)
+    nuc = torch.linalg.svdvals(zc).sum()
+    return nuc / (zc.norm() + EPS) / z.shape[0]
+
+
+def task_agnostic_losses(
+    recon: torch.Tensor,
+    target: torch.Tensor,
+    latents: Sequence[torch.Tensor],
+    representation: str = "complex",
+) -> dict[str, torch.Tensor]:
+    """All terms, keyed like the loss weights of the training config."""
+    return {
+        "mse": mse_loss(recon, target),
+        "cosine": cosine_loss(latents),
+        "spectral_snr": -spectral_snr_db(recon, target).mean(),
+        "psnr": -psnr_db(recon, target, representation).mean(),
+        "nuclear": nuclear_norm_loss(latents),
+    }
+
+
+def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """Sum of ``weights[name] * terms[name]`` over the terms with a non-zero weight."""
+    total = None
+    for name, w in weights.items():
+        if w:
+            total = terms[name] * w if total is None else total + terms[name] * w
+    if total is None:
+        raise ValueError("all loss weights are zero")
+    return total

@@ -1,0 +1,266 @@
+"""``ndpca train``: seeded, resumable training of one codec architecture, DDP-ready.
+
+Run alone (``ndpca train --config training/configs/ndpca-e4d1.toml``) or under torchrun
+(``torchrun --nproc-per-node 2 -m ndpca train ...``; gloo on CPU, nccl on GPU). Rank 0 writes
+``RUN_DIR/state.pt`` (resumable state), ``RUN_DIR/log.jsonl`` (one line per logged step) and,
+at the end, fits the NDPCA bases on the training set and writes the codec checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from shared.codec import Codec
+from shared.models.architectures import DistributedAutoencoder, ModelConfig
+from shared.ndpca import (
+    batch_pca_bottleneck,
+    batch_truncation_bottleneck,
+    fit_basis,
+    random_bottleneck_size,
+)
+from shared.stft import get_preset, reflect_pad, stft_frames, to_channels
+from training.config import TrainConfig
+from training.losses import task_agnostic_losses, weighted_total
+
+
+class BottleneckedAutoencoder(nn.Module):
+    """Training wrapper: encode, apply the batch bottleneck of size ``k``, decode.
+
+    One module so that DistributedDataParallel sees the whole forward pass.
+    """
+
+    def __init__(self, model: DistributedAutoencoder, bottleneck: str) -> None:
+        super().__init__()
+        self.model = model
+        self.bottleneck = bottleneck
+
+    def forward(self, x: torch.Tensor, k: int) -> dict[str, Any]:
+        latents = self.model.encode(x)
+        total = sum(z.shape[1] for z in latents)
+        if self.bottleneck == "none" or k >= total:
+            kept = latents
+        elif self.bottleneck == "pca":
+            kept = batch_pca_bottleneck(latents, k)
+        elif self.bottleneck == "truncate":
+            kept = batch_truncation_bottleneck(latents, k)
+        else:
+            raise ValueError(f"unknown bottleneck {self.bottleneck!r}")
+        return {"recon": self.model.decode(kept), "latents": latents}
+
+
+def resolve_bottleneck(cfg: TrainConfig) -> str:
+    if cfg.train.bottleneck != "auto":
+        return cfg.train.bottleneck
+    return "pca" if cfg.model.spec().projection == "pca" else "truncate"
+
+
+@dataclass
+class SpectralBank:
+    """Training audio kept reflect-padded, cut into random chunks of spectra on demand."""
+
+    padded: torch.Tensor  # [E, M, N + n_fft]
+    n_frames: int  # frames of the full signal
+    cfg: ModelConfig
+
+    @classmethod
+    def from_examples(cls, examples: list[torch.Tensor], cfg: ModelConfig) -> SpectralBank:
+        preset = get_preset(cfg.stft)
+        n = min(e.shape[-1] for e in examples)
+        stacked = torch.stack([e[:, :n] for e in examples])
+        if preset.frames_for(n) < cfg.frames:
+            raise ValueError(f"examples of {n} samples are shorter than one chunk")
+        return cls(reflect_pad(stacked, preset), preset.frames_for(n), cfg)
+
+    def sample(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+        """Random chunks ``[B, M, 2, F, frames]`` at any frame offset."""
+        preset = get_preset(self.cfg.stft)
+        idx = torch.randint(0, self.padded.shape[0], (batch,), generator=gen)
+        off = torch.randint(0, self.n_frames - self.cfg.frames + 1, (batch,), generator=gen)
+        span = (self.cfg.frames - 1) * preset.hop + preset.n_fft
+        segs = torch.stack(
+            [self.padded[i, :, o * preset.hop : o * preset.hop + span] for i, o in zip(idx.tolist(), off.tolist())]
+        )
+        return to_channels(stft_frames(segs, preset), self.cfg.representation)
+
+    def all_chunks(self, stride: int | None = None) -> torch.Tensor:
+        """Every chunk at offsets ``0, stride, ...`` of every example: ``[C, M, 2, F, frames]``."""
+        preset = get_preset(self.cfg.stft)
+        stride = stride or self.cfg.frames
+        span = (self.cfg.frames - 1) * preset.hop + preset.n_fft
+        segs = [
+            self.padded[:, :, o * preset.hop : o * preset.hop + span]
+            for o in range(0, self.n_frames - self.cfg.frames + 1, stride)
+        ]
+        x = torch.cat(segs)
+        return to_channels(stft_frames(x, preset), self.cfg.representation)
+
+
+def load_training_audio(cfg: TrainConfig, split: str = "train") -> list[torch.Tensor]:
+    """Microphone signals ``[M, N]`` of a split, building the data set first if it is missing."""
+    from training.data.build import DataConfig, build_dataset
+    from training.data.dataset import RoomDataset, default_data_dir
+
+    data_dir = Path(cfg.data.dir) if cfg.data.dir else default_data_dir()
+    manifest = data_dir / "manifest.json"
+    if not manifest.is_file() or cfg.data.build:
+        build = dict(cfg.data.build)
+        build.setdefault("num_mics", cfg.model.num_mics)
+        manifest = build_dataset(DataConfig(**build), data_dir)
+    ds = RoomDataset(manifest, split)
+    n = len(ds) if cfg.data.max_train_examples is None else min(len(ds), cfg.data.max_train_examples)
+    out = []
+    for i in range(n):
+        mics = ds[i]["mics"]
+        if mics.shape[0] != cfg.model.num_mics:
+            raise ValueError(f"data set has {mics.shape[0]} microphones, model expects {cfg.model.num_mics}")
+        out.append(mics)
+    return out
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    t = cfg.train
+    warm = min(100, t.steps // 10 + 1)
+    if step < warm:
+        return t.lr * (step + 1) / warm
+    p = (step - warm) / max(1, t.steps - warm)
+    return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1 + math.cos(math.pi * p))
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: Path,
+    out: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    device: str = "cpu",
+    provenance: dict[str, Any] | None = None,
+) -> Path | None:
+    """Train, fit the bases, write the checkpoint. Returns its path on rank 0, else None."""
+    rank, world = _dist_info()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if device == "cuda" else torch.device(device)
+    torch.manual_seed(cfg.train.seed)
+    run_dir = Path(run_dir)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
+
+    bank = SpectralBank.from_examples(load_training_audio(cfg), cfg.model)
+    model = DistributedAutoencoder(cfg.model).to(dev)  # same init on every rank (same seed)
+    module: nn.Module = BottleneckedAutoencoder(model, resolve_bottleneck(cfg))
+    if world > 1:
+        module = nn.parallel.DistributedDataParallel(module)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
+    kgen = torch.Generator().manual_seed(cfg.train.seed * 1000 + 999)  # same k on every rank
+    start = 0
+    state_path = run_dir / "state.pt"
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"][rank] if rank < len(state["gen"]) else state["gen"][0])
+        kgen.set_state(state["kgen"])
+        start = state["step"]
+    weights = cfg.loss.model_dump()
+    total_dim = cfg.model.latent_total
+    bar = tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps,
+               disable=not progress or rank != 0, desc=f"train {cfg.model.arch}")
+    log = open(run_dir / "log.jsonl", "a") if rank == 0 else nullcontext()
+    t0 = time.time()
+    with log as logf:
+        for step in bar:
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, cfg)
+            x = bank.sample(cfg.train.batch_size, gen).to(dev)
+            full = torch.rand(1, generator=kgen).item() < cfg.train.full_latent_prob
+            k = total_dim if full else random_bottleneck_size(total_dim, kgen)
+            outd = module(x, k)
+            terms = task_agnostic_losses(outd["recon"], x, outd["latents"], cfg.model.representation)
+            loss = weighted_total(terms, weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            opt.step()
+            if rank == 0 and (step % cfg.train.log_every == 0 or step == cfg.train.steps - 1):
+                rec = {"step": step, "k": k, "loss": loss.item(), "lr": opt.param_groups[0]["lr"],
+                       "elapsed_s": round(time.time() - t0, 1)}
+                rec.update({n: round(v.item(), 5) for n, v in terms.items()})
+                logf.write(json.dumps(rec) + "\n")
+                logf.flush()
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{-rec['psnr']:.1f}", k=k)
+            if rank == 0 and ((step + 1) % cfg.train.checkpoint_every == 0):
+                _save_state(state_path, model, opt, gen, kgen, step + 1, world)
+    if world > 1:
+        dist.barrier()
+    if rank != 0:
+        return None
+    _save_state(state_path, model, opt, gen, kgen, cfg.train.steps, world)
+    path = finalize(cfg, model, bank, run_dir, provenance)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, out)
+        path = out
+    return path
+
+
+def _save_state(path: Path, model, opt, gen, kgen, step: int, world: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": [gen.get_state()] * world,
+                "kgen": kgen.get_state(), "step": step}, tmp)
+    tmp.replace(path)
+
+
+@torch.no_grad()
+def fit_bases(model: DistributedAutoencoder, chunks: torch.Tensor, batch: int = 256) -> list:
+    """Encode all training chunks ``[C, M, 2, F, T]`` and fit each source's basis."""
+    model.eval()
+    lat: list[list[torch.Tensor]] = [[] for _ in model.groups]
+    dev = next(model.parameters()).device
+    for i in range(0, chunks.shape[0], batch):
+        for s, z in enumerate(model.encode(chunks[i : i + batch].to(dev))):
+            lat[s].append(z.cpu())
+    projection = model.cfg.spec().projection
+    return [fit_basis(torch.cat(z), projection) for z in lat]
+
+
+def finalize(cfg: TrainConfig, model: DistributedAutoencoder, bank: SpectralBank, run_dir: Path,
+             provenance: dict[str, Any] | None = None) -> Path:
+    """Round weights to the storage dtype, fit NDPCA bases, write ``RUN_DIR/<arch>.ckpt``."""
+    model = model.cpu().eval()
+    dtype = getattr(torch, cfg.train.weights_dtype)
+    with torch.no_grad():
+        for p in model.state_dict().values():
+            if p.is_floating_point():
+                p.copy_(p.to(dtype).float())
+    bases = fit_bases(model, bank.all_chunks(stride=cfg.model.frames // 2))
+    preset = get_preset(cfg.model.stft)
+    rate = cfg.rate.to_rate(cfg.model.frames * preset.hop / preset.sample_rate)
+    codec = Codec(model, bases, rate)
+    path = run_dir / f"{cfg.model.arch}.ckpt"
+    codec.save(path, {"train_config": json.loads(cfg.model_dump_json()), "provenance": provenance or {}},
+               weights_dtype=dtype)
+    return path
