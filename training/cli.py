@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="TOML file (or a name in training/configs/)")
     p.add_argument("--run-dir", type=Path, help="where state, log and checkpoint go (default runs/<arch>)")
     p.add_argument("--out", type=Path, help="also copy the final checkpoint here")
+    p.add_argument("--ship", type=Path, metavar="DIR",
+                   help="also write DIR/<arch>-<hash8>.ckpt (replacing older ones of that arch)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state.pt")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value (repeatable)")
@@ -61,9 +63,27 @@ def _train(args: argparse.Namespace) -> int:
     provenance = {"command": "ndpca " + " ".join(sys.argv[1:]), "config": str(args.config)}
     path = train(cfg, run_dir, out=args.out, resume=args.resume, progress=not args.no_progress,
                  device=_device(args.device), provenance=provenance)
+    if path is not None and args.ship is not None:
+        path = ship_checkpoint(path, args.ship, cfg.model.arch)
     if path is not None:
         print(f"checkpoint: {path}")
     return 0
+
+
+def ship_checkpoint(path: Path, ship_dir: Path, arch: str) -> Path:
+    """Copy a checkpoint to ``ship_dir/<arch>-<hash8>.ckpt``, removing older ones."""
+    import shutil
+
+    from shared.checkpoint import read_header
+
+    digest = read_header(path)["sha256"]
+    ship_dir.mkdir(parents=True, exist_ok=True)
+    for old in ship_dir.glob(f"{arch}-*.ckpt"):
+        if old.stem[len(arch) + 1 :].isalnum() and len(old.stem) == len(arch) + 9:
+            old.unlink()
+    dest = ship_dir / f"{arch}-{digest[:8]}.ckpt"
+    shutil.copyfile(path, dest)
+    return dest
 
 
 def _evaluate(args: argparse.Namespace) -> int:

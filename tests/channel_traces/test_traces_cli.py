@@ -1,0 +1,97 @@
+"""Tests of the ``traces`` command (show, generate) and of the summary statistics."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from channel_traces.cli import main, register
+from channel_traces.generate import TRACES_DIR
+from channel_traces.registry import load_trace
+from channel_traces.summary import suggest_share, summarize
+from channel_traces.trace import Trace
+from shared.rate import RateConfig, budget_coefficients
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ndpca")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_show_prints_stats_and_writes_png(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`traces show FILE --plot OUT.png` prints the summary and writes a PNG."""
+    out = tmp_path / "plots" / "default.png"
+    args = _parser().parse_args(
+        ["traces", "show", str(TRACES_DIR / "default.csv"), "--plot", str(out)])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 10_000
+    for word in ("duration   60.000 s", "1875 samples", "capacity   min", "median", "mean",
+                 "outage", "budget     min", "W = 1000 Hz", "sigma2 1, D 0.01, eta 1.1"):
+        assert word in text
+    summary = summarize(load_trace(TRACES_DIR / "default.csv"))
+    assert f"max {summary.budget_max} coefficients per step" in text
+
+
+def test_show_with_share_and_period(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--share reaches the reader and --period sets the step of the budget."""
+    path = tmp_path / "k.txt"
+    path.write_text("0 1.0\n1 2.0\n", encoding="utf-8")
+    assert main(["traces", "show", str(path), "--share", "0.001", "--period", "0.5"]) == 0
+    text = capsys.readouterr().out
+    assert "share = 0.001" in text and "T 0.5 s" in text
+    expected = budget_coefficients(1000.0, RateConfig(chunk_seconds=0.5), 256)
+    assert f"budget     min {expected} " in text
+
+
+def test_show_reports_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A bad file or option exits with 2 and a message, not a traceback."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time_s,capacity_bps\n0,1\n0,2\n", encoding="utf-8")
+    assert main(["traces", "show", str(bad)]) == 2
+    assert "bad.csv:line 3" in capsys.readouterr().err
+    assert main(["traces", "show", str(TRACES_DIR / "static.csv"), "--share", "0.5"]) == 2
+    assert "does not accept" in capsys.readouterr().err
+    assert main(["traces", "show", str(TRACES_DIR / "static.csv"), "--period", "-1"]) == 2
+
+
+def test_generate_command_writes_the_traces(tmp_path: Path) -> None:
+    """`traces generate --out DIR` writes the same bytes as the committed files."""
+    assert main(["traces", "generate", "--out", str(tmp_path)]) == 0
+    for committed in TRACES_DIR.glob("*.csv"):
+        assert (tmp_path / committed.name).read_bytes() == committed.read_bytes()
+
+
+def test_traces_without_subcommand_prints_help(capsys: pytest.CaptureFixture) -> None:
+    """`traces` alone prints its usage and returns 2."""
+    args = _parser().parse_args(["traces"])
+    assert args.func(args) == 2
+    assert "show" in capsys.readouterr().out
+
+
+def test_summary_values_on_a_known_trace() -> None:
+    """Summary statistics: time-weighted mean, outage steps, budget extremes."""
+    tr = Trace(np.array([0.0, 1.0, 2.0]), np.array([0.0, 1000.0, 4000.0]), "capacity", "t")
+    cfg = RateConfig(chunk_seconds=0.5)
+    s = summarize(tr, cfg, max_total=256)
+    assert s.duration_s == 3.0 and s.samples == 3 and s.steps == 6
+    assert s.cap_mean == pytest.approx(5000.0 / 3)
+    assert s.cap_median == 1000.0 and s.cap_min == 0.0 and s.cap_max == 4000.0
+    assert s.outage_fraction == pytest.approx(2 / 6)
+    assert s.budget_min == 0
+    assert s.budget_max == budget_coefficients(4000.0, cfg, 256)
+
+
+def test_suggest_share_puts_the_median_budget_at_target() -> None:
+    """Scaling by suggest_share gives a median budget of about 64 coefficients."""
+    tr = Trace(np.arange(10.0), np.linspace(1e6, 5e6, 10), "throughput", "t")
+    cfg = RateConfig()
+    share = suggest_share(tr, cfg, target=64)
+    budgets = [budget_coefficients(c * share, cfg, 256) for c in tr.steps(cfg.chunk_seconds)]
+    assert np.median(budgets) == pytest.approx(64, abs=1)
