@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint evaluate clean
+.PHONY: venv demo test lint evaluate clean weights
 
 venv: $(STAMP)
 
@@ -29,3 +29,10 @@ test: venv lint
 
 clean:
 	rm -rf $(VENV) out
+
+ARCHS := jae ndpca-e2d1 ndpca-e4d1 naive-e2d1 naive-e4d1
+
+# Re-create the shipped weights in checkpoints/ (about 10-15 min per architecture on 2 cores).
+weights: venv
+	$(BIN)/ndpca data build --workers 2
+	for a in $(ARCHS); do $(BIN)/ndpca train --config training/configs/$$a.toml --ship checkpoints --no-progress || exit 1; done

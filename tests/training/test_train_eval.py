@@ -1,0 +1,108 @@
+"""A tiny train-then-evaluate run on the debug config, resume, and two-process DDP."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.codec import Codec
+from shared.errors import ConfigError
+from training.config import load_config, parse_override
+from training.evaluate import METHODS, run_evaluation
+from training.train import train
+
+REPO = Path(__file__).resolve().parents[2]
+DEBUG = REPO / "training" / "configs" / "debug.toml"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    from training.data.build import DataConfig, build_dataset
+
+    cfg = load_config(DEBUG)
+    out = tmp_path_factory.mktemp("rooms")
+    build_dataset(DataConfig(**cfg.data.build), out, progress=False)
+    return out
+
+
+def _cfg(data_dir: Path, arch: str = "ndpca-e4d1", steps: int = 4):
+    return load_config(DEBUG, {"data": {"dir": str(data_dir)}, "model": {"arch": arch},
+                               "train": {"steps": steps}})
+
+
+@pytest.fixture(scope="module")
+def checkpoints(data_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ckpt")
+    for arch in sorted({a for a, _ in METHODS.values()}):
+        train(_cfg(data_dir, arch), out / "runs" / arch, out=out / f"{arch}.ckpt", progress=False)
+    return out
+
+
+def test_training_writes_a_loadable_checkpoint(checkpoints):
+    """The checkpoint holds weights, config, bases, STFT preset, rate and a verified hash."""
+    codec = Codec.load(checkpoints / "ndpca-e4d1.ckpt", expect_arch="ndpca-e4d1")
+    assert codec.header["stft"] == "stream" and codec.header["sample_rate"] == 16000
+    assert codec.header["train_config"]["train"]["steps"] == 4
+    assert len(codec.bases) == 4 and codec.latent_sizes == [8, 8, 8, 8]
+    assert torch.all(codec.bases[0].singular_values[:-1] >= codec.bases[0].singular_values[1:])
+
+
+def test_training_is_seeded(data_dir, tmp_path):
+    """The same config gives the same weights."""
+    a = train(_cfg(data_dir, steps=2), tmp_path / "a", progress=False)
+    b = train(_cfg(data_dir, steps=2), tmp_path / "b", progress=False)
+    sa, sb = Codec.load(a).model.state_dict(), Codec.load(b).model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_resume_continues_from_saved_step(data_dir, tmp_path):
+    """A resumed run starts at the saved step and logs only the remaining steps."""
+    train(_cfg(data_dir, steps=2), tmp_path, progress=False)
+    train(_cfg(data_dir, steps=4), tmp_path, resume=True, progress=False)
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3]
+
+
+def test_evaluate_writes_results_for_every_method(checkpoints, data_dir, tmp_path):
+    """results.csv has every method at every bandwidth and the required columns."""
+    run_evaluation(tmp_path, checkpoints, data_dir, limit=1, bandwidths=(4, 8, 32), workers=1,
+                   real=False, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    for col in ("method", "bandwidth", "bitrate_bps", "psnr_db", "si_sdr_db", "pesq", "stoi"):
+        assert col in rows[0]
+    got = {(r["method"], int(r["bandwidth"])) for r in rows}
+    for m in list(METHODS) + ["opus"]:
+        for bw in (4, 8, 32):
+            assert (m, bw) in got
+    jae = {int(r["bandwidth"]): float(r["psnr_db"]) for r in rows if r["method"] == "jae"}
+    assert all(map(torch.isfinite, torch.tensor(list(jae.values()))))
+    opus = [r for r in rows if r["method"] == "opus"]
+    assert all("not reachable" in r["note"] for r in opus)  # tiny rates are below Opus's floor
+    for name in ("summary.md", "fig3b_psnr.png", "headline.json", "command.txt"):
+        assert (tmp_path / name).is_file()
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('base = "%s"\n[train]\nstepz = 3\n' % (REPO / "training" / "configs" / "base.toml"))
+    with pytest.raises(ConfigError, match="stepz"):
+        load_config(bad)
+    assert parse_override("train.steps=7") == {"train": {"steps": 7}}
+
+
+def test_two_process_ddp(data_dir, tmp_path):
+    """torchrun with two gloo processes trains a few steps and writes one checkpoint."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "ndpca", "train", "--config", str(DEBUG), "--run-dir", str(tmp_path),
+           "--set", f"data.dir='{data_dir}'", "--set", "train.steps=3", "--no-progress"]
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    codec = Codec.load(tmp_path / "ndpca-e4d1.ckpt")
+    assert codec.header["train_config"]["train"]["steps"] == 3
