@@ -63,6 +63,7 @@ class LossWeights(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mse: float = 1.0
+    mse_complex: float = 0.1
     cosine: float = 0.01
     spectral_snr: float = 0.0
     psnr: float = 0.01

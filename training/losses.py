@@ -16,8 +16,15 @@ from shared.stft import compressed_magnitude
 EPS = 1e-8
 
 
-def mse_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Eq. 10: mean squared error between reconstructed and input spectra."""
+def mse_loss(recon: torch.Tensor, target: torch.Tensor, representation: str = "complex") -> torch.Tensor:
+    """Eq. 10: mean squared error between reconstructed and input (compressed magnitude)
+    spectrograms."""
+    return torch.mean((compressed_magnitude(recon, representation) - compressed_magnitude(target, representation)) ** 2)
+
+
+def complex_mse_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error on all real channels (for ``complex``: the complex spectrum, phase
+    included)."""
     return torch.mean((recon - target) ** 2)
 
 
@@ -77,7 +84,8 @@ def task_agnostic_losses(
 ) -> dict[str, torch.Tensor]:
     """All terms, keyed like the loss weights of the training config."""
     return {
-        "mse": mse_loss(recon, target),
+        "mse": mse_loss(recon, target, representation),
+        "mse_complex": complex_mse_loss(recon, target),
         "cosine": cosine_loss(latents),
         "spectral_snr": -spectral_snr_db(recon, target).mean(),
         "psnr": -psnr_db(recon, target, representation).mean(),

@@ -66,6 +66,7 @@ class ModelConfig(BaseModel):
     n_res: int = Field(2, ge=0)
     n_down: int = Field(2, ge=0)
     bottleneck_channels: int = Field(32, ge=1)
+    magnitude_feature: bool = True  # encoders also see |X|_c computed from (real, imag)
 
     def spec(self) -> ArchSpec:
         try:
@@ -117,8 +118,9 @@ class DistributedAutoencoder(nn.Module):
             bottleneck_channels=cfg.bottleneck_channels,
         )
         self.groups = cfg.mic_groups
+        per_mic = 3 if self._with_magnitude else 2
         self.encoders = nn.ModuleList(
-            SpectralEncoder(2 * len(g), preset.n_bins, cfg.frames, d, **common)
+            SpectralEncoder(per_mic * len(g), preset.n_bins, cfg.frames, d, **common)
             for g, d in zip(self.groups, cfg.latent_sizes)
         )
         self.decoder = SpectralDecoder(
@@ -126,11 +128,23 @@ class DistributedAutoencoder(nn.Module):
         )
 
     @property
+    def _with_magnitude(self) -> bool:
+        return self.cfg.magnitude_feature and self.cfg.representation == "complex"
+
+    @property
     def n_sources(self) -> int:
         return len(self.encoders)
 
     def encode_source(self, s: int, x: torch.Tensor) -> torch.Tensor:
-        """Encode source ``s`` from its own microphones ``[B, M_s, 2, F, T]`` -> ``[B, d_s]``."""
+        """Encode source ``s`` from its own microphones ``[B, M_s, 2, F, T]`` -> ``[B, d_s]``.
+
+        With ``magnitude_feature`` the compressed magnitude ``sqrt(re^2 + im^2)`` is appended
+        as a third channel per microphone: a fixed feature of the same input that a linear
+        first layer cannot compute from the real and imaginary parts.
+        """
+        if self._with_magnitude:
+            mag = torch.sqrt(x.pow(2).sum(2, keepdim=True) + 1e-8)
+            x = torch.cat((x, mag), dim=2)
         return self.encoders[s](x.flatten(1, 2))
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:

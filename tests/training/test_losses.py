@@ -17,7 +17,7 @@ def test_each_term_reaches_every_encoder(arch, bottleneck):
     model = DistributedAutoencoder(tiny_model_config(arch))
     module = BottleneckedAutoencoder(model, bottleneck)
     x = torch.randn(24, 4, 2, 256, 8) * 0.3
-    for name in ("mse", "cosine", "spectral_snr", "psnr", "nuclear"):
+    for name in ("mse", "mse_complex", "cosine", "spectral_snr", "psnr", "nuclear"):
         model.zero_grad()
         out = module(x, 12)
         terms = task_agnostic_losses(out["recon"], x, out["latents"])
