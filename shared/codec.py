@@ -268,39 +268,56 @@ class Codec:
 
     # ------------------------------------------------------------------ offline
     @torch.no_grad()
+    def signal_coefficients(self, mics: torch.Tensor) -> tuple[list[torch.Tensor], int]:
+        """All coefficients of a whole signal ``[M, N]``: per source ``[n_chunks, d_s]``,
+        and the number of STFT frames (to undo the chunk padding)."""
+        spec = self.spectra(mics)
+        chunks = self.chunk(spec)
+        coeffs = [self.source_coefficients(s, chunks[:, g]) for s, g in enumerate(self.mic_groups)]
+        return coeffs, spec.shape[-1]
+
+    @torch.no_grad()
     def code_signal(
-        self, mics: torch.Tensor, total: int, rule: str | None = None, quantise: bool = True
+        self,
+        mics: torch.Tensor,
+        total: int,
+        rule: str | None = None,
+        quantise: bool = True,
+        coefficients: tuple[list[torch.Tensor], int] | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Code a whole multi-microphone signal at a fixed budget of ``total`` coefficients.
+        """Code a whole multi-microphone signal at a fixed budget of ``total`` coefficients,
+        chunk by chunk, exactly as edges and receiver do (allocation, quantisation, coding
+        within each source's share of the step's bits).
 
         Args:
             mics: ``[M, N]`` audio.
+            coefficients: the output of :meth:`signal_coefficients` for ``mics`` (reused
+                across budgets by sweeps).
         Returns:
             decoded audio ``[M, N]`` and stats (bits per chunk, coefficients sent).
         """
         n = mics.shape[-1]
-        spec = self.spectra(mics)
-        chunks = self.chunk(spec)  # [C, M, 2, F, T]
+        full_coeffs, n_frames = coefficients or self.signal_coefficients(mics)
         plan = self.plan_for_coefficients(total, rule)
+        n_chunks = full_coeffs[0].shape[0]
         coeffs, bits, sent = [], 0, 0
-        for s, group in enumerate(self.mic_groups):
-            full = self.source_coefficients(s, chunks[:, group])  # [C, d_s]
+        for s, full in enumerate(full_coeffs):
             k = plan.allocation[s]
             if not quantise:
                 coeffs.append(full[:, :k])
-                bits += 32 * k * full.shape[0]
-                sent += k * full.shape[0]
+                bits += 32 * k * n_chunks
+                sent += k * n_chunks
                 continue
-            rows = torch.zeros(full.shape[0], k, device=self.device)
-            for i, row in enumerate(full.cpu().numpy()):
+            rows = torch.zeros(n_chunks, k, device=self.device)
+            for i, row in enumerate(full[:, :k].cpu().numpy()):
                 enc = self.encode_payload(row, k, plan.bits_per_source[s])
                 bits += enc.bits
                 sent += enc.k
-                rows[i, : enc.k] = torch.from_numpy(self.coder.decode(enc.payload, enc.k))
+                q = self.coder.dequantise(self.coder.quantise(row[: enc.k]))
+                rows[i, : enc.k] = torch.from_numpy(q)
             coeffs.append(rows)
         out = self.decode_coefficients(coeffs)
-        audio = self.to_audio(self.unchunk(out, spec.shape[-1]), n)
-        n_chunks = chunks.shape[0]
+        audio = self.to_audio(self.unchunk(out, n_frames), n)
         stats = {
             "budget_coefficients": plan.budget_coefficients,
             "allocation": plan.allocation,

@@ -95,11 +95,12 @@ def evaluate_examples(
     for ex in examples:
         mics = ex["mics"].float()
         ref0 = mics[0].numpy()
+        cache = {a: c.signal_coefficients(mics) for a, c in codecs.items()}
         for method in methods:
             arch, rule = METHODS[method]
             codec = codecs[arch]
             for L in bandwidths:
-                dec, stats = codec.code_signal(mics, L, rule)
+                dec, stats = codec.code_signal(mics, L, rule, coefficients=cache[arch])
                 rows.append({
                     "method": method, "bandwidth": L, "example": ex["id"],
                     "bitrate_bps": stats["bitrate_bps"],
