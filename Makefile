@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint evaluate clean weights
+.PHONY: venv demo test lint evaluate clean weights bench
 
 venv: $(STAMP)
 
@@ -36,3 +36,6 @@ ARCHS := jae ndpca-e2d1 ndpca-e4d1 naive-e2d1 naive-e4d1
 weights: venv
 	$(BIN)/ndpca data build --workers 2
 	for a in $(ARCHS); do $(BIN)/ndpca train --config training/configs/$$a.toml --ship checkpoints --no-progress || exit 1; done
+
+bench: venv
+	$(BIN)/ndpca bench --out out/bench

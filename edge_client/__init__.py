@@ -1,0 +1,1 @@
+"""The edge device process: frame, encode, project, keep the allocated components, send."""

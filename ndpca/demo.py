@@ -1,0 +1,368 @@
+"""``ndpca demo`` and ``ndpca bench``: the streaming system on loopback, in one command.
+
+``demo`` prepares a codec (the trained checkpoint, or a random model with a warning), builds
+one held-out simulated room, starts the receiver (``ndpca serve``) and one ``ndpca edge``
+process per source, shows live progress and writes ``decoded.wav``, ``stats.json`` and a plot
+in the style of the paper's Fig. 3a. ``bench`` is in :mod:`ndpca.bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import soundfile as sf
+
+from shared.errors import UserError
+
+log = logging.getLogger("ndpca.demo")
+REPO = Path(__file__).resolve().parents[1]
+SESSION = "demo"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="receiver + one edge per source on loopback, live",
+                       description="Stream a held-out simulated room through a channel trace: "
+                       "receiver and edges as separate processes on 127.0.0.1.")
+    _common(p)
+    p.add_argument("--fast", action="store_true", help="lockstep simulation instead of real time")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="only write model, room audio and token to --out (docker compose uses it)")
+    p.set_defaults(func=run_demo)
+
+    b = sub.add_parser("bench", help="real-time factors, latency, bits vs budget, sessions held")
+    _common(b)
+    b.add_argument("--max-sessions", type=int, default=24, help="largest session count to try")
+    b.add_argument("--session-seconds", type=float, default=6.0,
+                   help="how long each concurrency level streams")
+    b.set_defaults(func=_run_bench)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--checkpoint", help="codec checkpoint (default: newest checkpoints/<arch>-*.ckpt)")
+    p.add_argument("--arch", default="ndpca-e4d1")
+    p.add_argument("--checkpoint-dir", default="checkpoints")
+    p.add_argument("--trace", help="channel trace (default: channel_traces/traces/default.csv)")
+    p.add_argument("--seconds", type=float, default=20.0, help="length of the simulated room")
+    p.add_argument("--seed", type=int, default=0,
+                   help="data set seed (default 0, the training data's: the room is the first of "
+                   "its held-out test split, unseen rooms and speakers)")
+    p.add_argument("--port", type=int, default=0, help="receiver port (0: a free one)")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from ndpca.bench import run_bench
+
+    return run_bench(args)
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+@dataclass
+class Prepared:
+    checkpoint: Path
+    random_model: bool
+    room: Path
+    clean: Path
+    token_file: Path
+    trace: Path
+    n_sources: int
+    sample_rate: int
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
+    """Model, room audio, token and trace in ``args.out`` (reused when already there)."""
+    from channel_traces import default_trace_path
+    from shared.codec import Codec
+    from shared.streaming import find_checkpoint
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = Path(args.checkpoint) if args.checkpoint else find_checkpoint(args.arch, args.checkpoint_dir)
+    random_model = ckpt is None
+    mics, clean = build_room(args.seconds, args.seed, out / "data")
+    if ckpt is None:
+        log.warning("no trained checkpoint found; using a random model (train one with "
+                    "`ndpca train --config %s`; decoded audio will be noise-like)", args.arch)
+        ckpt = random_codec(args.arch, mics, out / "model-random.ckpt")
+    model = out / "model.ckpt"  # a stable name for every process (and docker compose)
+    if Path(ckpt).resolve() != model.resolve():
+        shutil.copyfile(ckpt, model)
+    log.info("codec %s -> %s", ckpt, model)
+    codec = Codec.load(model)
+    if codec.cfg.num_mics != mics.shape[0]:
+        raise UserError(f"{ckpt} expects {codec.cfg.num_mics} microphones; the room has {mics.shape[0]}")
+    room, clean_path = out / "room.wav", out / "clean.wav"
+    sf.write(room, mics.T, codec.sample_rate, subtype="FLOAT")
+    sf.write(clean_path, clean, codec.sample_rate, subtype="FLOAT")
+    token_file = out / "token"
+    if not token_file.is_file():
+        token_file.write_text(secrets.token_urlsafe(24) + "\n")
+        token_file.chmod(0o600)
+    trace = Path(args.trace) if args.trace else default_trace_path()
+    return Prepared(model, random_model, room, clean_path, token_file, trace,
+                    codec.n_sources, codec.sample_rate)
+
+
+def build_room(seconds: float, seed: int, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One held-out simulated room: ``mics [S, N]`` and ``clean [N]``.
+
+    With the training data's seed the room is test example 0 of that data set: its room and
+    its speakers are disjoint from the training split (``training.data.build``)."""
+    from training.data.build import DataConfig, build_dataset
+    from training.data.dataset import RoomDataset
+
+    cfg = DataConfig(seed=seed, duration_s=seconds, n_train=0, n_val=0, n_test=1)
+    t0 = time.time()
+    manifest = build_dataset(cfg, data_dir, progress=False)
+    item = RoomDataset(manifest, "test")[0]
+    log.info("held-out room %s ready in %.1f s", item["id"], time.time() - t0)
+    return item["mics"].numpy(), item["clean"].numpy()
+
+
+def random_codec(arch: str, mics: np.ndarray, path: Path):
+    """A randomly initialised codec of ``arch`` with bases fitted on ``mics``; saved to ``path``."""
+    import torch
+
+    from shared.codec import Codec
+    from shared.models.architectures import DistributedAutoencoder, ModelConfig
+    from training.train import SpectralBank, fit_bases
+
+    try:
+        from training.config import load_config
+
+        model_cfg = load_config(Path(__file__).resolve().parents[1] / "training" / "configs" / f"{arch}.toml").model
+    except Exception:  # the configs are optional here: fall back to the defaults
+        model_cfg = ModelConfig(arch=arch)
+    torch.manual_seed(0)
+    model = DistributedAutoencoder(model_cfg).eval()
+    bank = SpectralBank.from_examples([torch.from_numpy(mics)], model_cfg)
+    codec = Codec(model, fit_bases(model, bank.all_chunks(stride=4)))
+    codec.save(path, extra_header={"note": "random model for the demo: not trained"})
+    return path
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def start_receiver(port: int, checkpoint: Path, log_path: Path, extra: list[str],
+                   env: dict[str, str] | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--checkpoint", str(checkpoint), "--device", "auto", *extra]
+    environ = _env()
+    environ.pop("OMP_NUM_THREADS", None)
+    environ.update(env or {})
+    return subprocess.Popen(cmd, cwd=REPO, env=environ, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+
+
+def wait_ready(base: str, proc: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise UserError(f"the receiver exited ({proc.returncode}); see {log_path}:\n"
+                            + log_path.read_text()[-1500:])
+        try:
+            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise UserError(f"the receiver did not become ready in {timeout:.0f} s; see {log_path}")
+
+
+def start_edge(url: str, source: int, prep: Prepared, log_path: Path, fast: bool,
+               stats_out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "edge_client", "edge", "--url", url, "--session", SESSION,
+           "--source", str(source), "--input", str(prep.room), "--checkpoint", str(prep.checkpoint),
+           "--token-file", str(prep.token_file), "--stats-out", str(stats_out)]
+    if fast:
+        cmd.append("--fast")
+    return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --------------------------------------------------------------------------- the demo
+
+
+def progress_line(st: dict[str, Any], period: float) -> str:
+    ks = " ".join(f"{st['allocation'][s]:3d}" for s in sorted(st["allocation"], key=int))
+    kbps = st["bits_total"] / period / 1e3
+    e2e = f"{st['e2e_ms']:6.0f} ms" if st.get("e2e_ms") is not None else "     - ms"
+    miss = f" missing {st['missing']}" if st["missing"] else ""
+    return (f"step {st['step']:4d}  t {st['t']:6.2f} s  C {st['capacity_bps']:7.0f} bit/s  "
+            f"L {st['budget_coefficients']:3d}  k [{ks}]  {kbps:5.2f} kbit/s  e2e {e2e}{miss}")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    t_start = time.time()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    out: Path = args.out
+    prep = prepare(args)
+    print(f"model      {prep.checkpoint}{'  (RANDOM: no trained checkpoint found)' if prep.random_model else ''}")
+    print(f"room       {prep.room}  ({args.seconds:g} s, {prep.n_sources} sources)")
+    print(f"trace      {prep.trace}")
+    if args.prepare_only:
+        return 0
+    port = args.port or free_port()
+    base, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws"
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    rx_log = logs / "receiver.log"
+    rx = start_receiver(port, prep.checkpoint, rx_log, [
+        "--session", SESSION, "--token-file", str(prep.token_file), "--trace", str(prep.trace),
+        "--reference", str(prep.clean), "--mics-reference", str(prep.room), "--mode", "lockstep" if args.fast else "realtime",
+        "--record-dir", str(out / "record"),
+    ])
+    edges: list[subprocess.Popen] = []
+    try:
+        wait_ready(base, rx, rx_log)
+        print(f"receiver   {base}  (docs {base}/docs, stats {base}/sessions/{SESSION}/stats)")
+        for s in range(prep.n_sources):
+            edges.append(start_edge(url, s, prep, logs / f"edge-{s}.log", args.fast,
+                                    out / "edges" / f"edge-{s}.json"))
+        stats = _follow(base, edges, prep, args)
+        audio = httpx.get(f"{base}/sessions/{SESSION}/audio", timeout=30)
+        audio.raise_for_status()
+        (out / "decoded.wav").write_bytes(audio.content)
+    finally:
+        for p in edges:
+            stop(p)
+        stop(rx)
+    edge_stats = {}
+    for s in range(prep.n_sources):
+        f = out / "edges" / f"edge-{s}.json"
+        if f.is_file():
+            data = json.loads(f.read_text())
+            data.pop("sent", None)
+            edge_stats[str(s)] = data
+    stats["edges"] = edge_stats
+    stats["demo"] = {"random_model": prep.random_model, "checkpoint": str(prep.checkpoint),
+                     "room": str(prep.room), "seconds": args.seconds, "mode": "lockstep" if args.fast else "realtime",
+                     "wall_seconds": time.time() - t_start}
+    (out / "stats.json").write_text(json.dumps(stats, indent=1))
+    plot = plot_allocation(stats, out / "allocation.png")
+    s = stats["summary"]
+    print(f"\n{s['steps']} steps, {s['late_chunks']} late and {s['missing_chunks']} missing chunks, "
+          f"{s['steps_within_budget']}/{s['steps']} steps within budget, e2e latency "
+          f"p50 {_ms(s['e2e_ms']['p50'])} p95 {_ms(s['e2e_ms']['p95'])}")
+    q = s.get("quality", {})
+    if q:
+        print("quality    SNR of decoded mic 0 vs clean speech "
+              f"{_db(q.get('snr_db_overall'))}, of all mics vs the captured mics "
+              f"{_db(q.get('mics_snr_db_overall'))}"
+              + ("  (random model: expect noise)" if prep.random_model else ""))
+    print(f"decoded    {out / 'decoded.wav'}")
+    print(f"stats      {out / 'stats.json'}")
+    print(f"plot       {plot}")
+    print(f"done in {time.time() - t_start:.0f} s")
+    return 0
+
+
+def _db(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f} dB"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f} ms"
+
+
+def _follow(base: str, edges: list[subprocess.Popen], prep: Prepared, args: argparse.Namespace) -> dict[str, Any]:
+    """Print each step as it is decoded until the session finishes; return the final stats."""
+    seen, period, t0 = 0, None, time.time()
+    limit = 60 + (args.seconds * (1 if args.fast else 1.5))
+    while True:
+        r = httpx.get(f"{base}/sessions/{SESSION}/stats", params={"since": seen}, timeout=10)
+        r.raise_for_status()
+        stats = r.json()
+        period = stats["rate"]["chunk_seconds"]
+        finished = stats["summary"]["state"] == "finished"
+        for st in stats["steps"]:
+            if st["decode_ms"] is None and not finished:
+                break  # print steps once decoded, in order
+            print(progress_line(st, period), flush=True)
+            seen += 1
+        if finished:
+            break
+        failed = [i for i, p in enumerate(edges) if p.poll() not in (None, 0)]
+        if failed:
+            raise UserError(f"edge process(es) {failed} failed; see {args.out / 'logs'}")
+        if time.time() - t0 > limit:
+            raise UserError(f"the session did not finish within {limit:.0f} s; see {args.out / 'logs'}")
+        time.sleep(0.25)
+    return httpx.get(f"{base}/sessions/{SESSION}/stats", timeout=10).json()
+
+
+def plot_allocation(stats: dict[str, Any], path: Path) -> Path:
+    """Fig. 3a style: capacity and total allocated dimensions over time; per-source stacks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = stats["steps"]
+    t = np.array([s["t"] for s in steps])
+    cap = np.array([s["capacity_bps"] for s in steps])
+    sources = sorted(steps[0]["allocation"], key=int) if steps else []
+    alloc = np.array([[s["allocation"][k] for k in sources] for s in steps]).T
+    got = np.array([[s["k_received"][k] for k in sources] for s in steps]).T
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    ax1.step(t, cap / 1e3, where="post", color="tab:blue", label="capacity C_t")
+    ax1.set_ylabel("capacity (kbit/s)", color="tab:blue")
+    ax1b = ax1.twinx()
+    ax1b.step(t, [s["budget_coefficients"] for s in steps], where="post", color="tab:red",
+              label="budget L_t")
+    ax1b.step(t, got.sum(0) if len(got) else [], where="post", color="black", lw=0.8, ls="--",
+              label="components received")
+    ax1b.set_ylabel("total dimensions", color="tab:red")
+    lines = ax1.get_lines() + ax1b.get_lines()
+    ax1.legend(lines, [ln.get_label() for ln in lines], loc="upper right", fontsize=8)
+    model = stats.get("model", {})
+    ax1.set_title(f"{model.get('arch', '')}: capacity and allocated dimensions "
+                  f"({stats.get('trace', {}).get('notes', '')[:60]})", fontsize=9)
+    if len(alloc):
+        ax2.stackplot(t, alloc, labels=[f"source {k}" for k in sources], step="post", alpha=0.85)
+    ax2.set_ylabel("components per source")
+    ax2.set_xlabel("time (s)")
+    ax2.legend(loc="upper right", fontsize=8, ncol=len(sources) or 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,1 @@
+"""The receiver service: FastAPI app, sessions with replay clocks, batched decoding, REST stats."""

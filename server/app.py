@@ -1,0 +1,70 @@
+"""The receiver application: ``create_app(settings)`` -> FastAPI, the model loaded in lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from server import api, ws
+from server.decoder import BatchDecoder
+from server.enhance import build_enhancer
+from server.manager import SessionManager
+from server.metrics import ReceiverMetrics
+from server.model import load_codec
+from server.settings import ReceiverSettings
+from shared.codec import Codec
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ReceiverSettings | None = None, codec: Codec | None = None) -> FastAPI:
+    """Build the receiver. ``codec`` skips loading from a checkpoint (tests, the demo)."""
+    settings = settings or ReceiverSettings()
+    sessions = settings.session_configs()  # fail fast on bad configuration
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.ready = False
+        metrics = app.state.metrics
+        model = codec or await asyncio.to_thread(
+            load_codec, settings.checkpoint, settings.arch, settings.checkpoint_dir, settings.device
+        )
+        # on CPU one intra-op thread by default: decoding a step takes milliseconds, and
+        # spinning OpenMP workers on a busy 2-core machine cost more than they save
+        threads = settings.threads or (1 if model.device.type == "cpu" else None)
+        enhancer = build_enhancer(settings.enhancer, model)
+        decoder = BatchDecoder(model, enhancer, metrics, settings.max_batch, threads)
+        await decoder.start()
+        manager = SessionManager(model, decoder, metrics, settings.record_seconds, settings.record_dir)
+        for cfg in sessions:
+            manager.create(cfg)
+        app.state.codec, app.state.enhancer = model, enhancer
+        app.state.decoder, app.state.manager = decoder, manager
+        app.state.ready = True
+        log.info("receiver ready: %s on %s, %d session(s)", model.cfg.arch, model.device, len(sessions))
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await manager.shutdown()
+            await decoder.stop()
+
+    app = FastAPI(
+        title="NDPCA receiver",
+        version="0.1.0",
+        description="Receives NDPCA components from edge devices over websockets, replays a "
+        "channel trace, feeds allocations back and decodes speech in real time.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = ReceiverMetrics()
+    app.state.ready = False
+    app.include_router(api.health)
+    app.include_router(api.sessions)
+    app.include_router(api.metrics)
+    app.include_router(ws.router)
+    return app

@@ -1,0 +1,58 @@
+"""``ndpca serve``: run the receiver on uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+#: uvicorn refuses frames above this itself (1009, no error frame); frames between the app's
+#: ``max_frame_bytes`` and this get an error frame and 1009 from the app.
+WS_HARD_LIMIT = 1 << 20
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the receiver (FastAPI + websockets)",
+                       description="Run the receiver. Every option can also be set in the "
+                       "environment as NDPCA_<OPTION> (e.g. NDPCA_TOKEN).")
+    p.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 in containers)")
+    p.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--checkpoint", help="codec checkpoint (default: newest checkpoints/<arch>-*.ckpt)")
+    p.add_argument("--arch", help="architecture to look for (default ndpca-e4d1)")
+    p.add_argument("--checkpoint-dir", help="where to look for checkpoints (default checkpoints)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto takes CUDA when present")
+    p.add_argument("--session", help="create this session at start-up")
+    p.add_argument("--token", help="the session's token (prefer NDPCA_TOKEN or --token-file)")
+    p.add_argument("--token-file", help="file whose first line is the session token")
+    p.add_argument("--trace", help="channel trace of the session (default: the committed default)")
+    p.add_argument("--capacity-bps", type=float, help="constant capacity instead of a trace")
+    p.add_argument("--mode", choices=["realtime", "lockstep"], help="session clock (default realtime)")
+    p.add_argument("--reference", help="clean speech to score decoded microphone 0 against")
+    p.add_argument("--mics-reference", help="the captured microphones, to score codec fidelity")
+    p.add_argument("--grace", type=float, dest="grace_s", help="seconds to wait for late chunks")
+    p.add_argument("--sessions-file", help="JSON/TOML file with a list 'sessions'")
+    p.add_argument("--admin-token", help="enables POST /sessions (prefer NDPCA_ADMIN_TOKEN)")
+    p.add_argument("--record-dir", help="write <session>.wav here when a session finishes")
+    p.add_argument("--max-batch", type=int, help="steps decoded together at most (default 64)")
+    p.add_argument("--threads", type=int, help="torch CPU threads for decoding (default 1)")
+    p.add_argument("--enhancer", help="enhancement stage (default identity)")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from server.settings import ReceiverSettings
+
+    fields = ReceiverSettings.model_fields
+    given: dict[str, Any] = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return ReceiverSettings(**given)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = settings_from_args(args)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, ws_max_size=WS_HARD_LIMIT,
+                log_level="info", log_config=None, access_log=False, ws="websockets-sansio")
+    return 0

@@ -1,0 +1,154 @@
+"""Batched decoding across sessions: one worker, one model, many rooms.
+
+Sessions submit closed steps (:class:`DecodeJob`); the worker takes everything queued (up to
+``max_batch``), zero-pads each source's coefficients to the largest ``k`` in the batch (a zero
+coefficient adds nothing to ``mu_s + V_s[:, :k] c``, so padding does not change the result),
+decodes the batch in one call, runs the enhancement stage, and hands each session its spectra
+for its streaming inverse STFT. Jobs of one session are processed in submission order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from server.enhance import Enhancer
+from server.metrics import ReceiverMetrics
+from shared.codec import Codec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DecodeJob:
+    """One step of one session.
+
+    Attributes:
+        coeffs: per source the dequantised coefficients ``[k_s]`` (None: missing -> mean).
+        valid_frames: frames of this step that belong to the signal (the last step may be
+            shorter); 0 = nothing to decode.
+        finish_length: a finishing job (no decode): flush the session's inverse STFT to
+            this many samples (None: flush what the frames cover).
+        done: called on the event loop with ``(job, audio [M, n], done_time)``.
+    """
+
+    key: Any
+    step: int
+    coeffs: list[np.ndarray | None]
+    valid_frames: int
+    postprocess: Callable[[torch.Tensor], torch.Tensor] | None
+    finish: Callable[[], torch.Tensor] | None
+    done: Callable[[DecodeJob, torch.Tensor, float], None]
+    closed_at: float = field(default_factory=time.time)
+    audio: torch.Tensor | None = None
+    started_at: float = 0.0
+    compute_s: float = 0.0
+    batch: int = 0
+
+
+class BatchDecoder:
+    """The decode worker shared by all sessions of a receiver."""
+
+    def __init__(self, codec: Codec, enhancer: Enhancer, metrics: ReceiverMetrics,
+                 max_batch: int = 64, threads: int | None = None) -> None:
+        self.codec = codec
+        self.enhancer = enhancer
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.threads = threads
+        self.queue: asyncio.Queue[DecodeJob] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+        # one long-lived thread: its torch/OpenMP state is set up once and stays warm
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="decoder", initializer=self._init_thread)
+        self.batches = 0
+        self.jobs = 0
+
+    def _init_thread(self) -> None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+
+    async def start(self) -> None:
+        """Warm the decoder up (first calls allocate and initialise) and start the worker."""
+        loop = asyncio.get_running_loop()
+        rows = [[np.zeros(d, dtype=np.float32) for d in self.codec.latent_sizes]] * 2
+        for _ in range(3):
+            await loop.run_in_executor(self._pool, self.decode_batch, rows)
+        self._task = asyncio.create_task(self._run(), name="batch-decoder")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def submit(self, job: DecodeJob) -> None:
+        self.queue.put_nowait(job)
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every submitted job is done (tests, shutdown)."""
+        await asyncio.wait_for(self.queue.join(), timeout)
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            started = time.time()
+            for job in batch:
+                job.started_at, job.batch = started, len(batch)
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._pool, self._process, batch)
+            except Exception:  # a decode failure must not kill the receiver
+                log.exception("decoding a batch of %d steps failed", len(batch))
+                for job in batch:
+                    job.audio = torch.zeros(self.codec.cfg.num_mics, 0)
+            done = time.time()
+            for job in batch:
+                try:
+                    job.done(job, job.audio if job.audio is not None else torch.zeros(0, 0), done)
+                except Exception:
+                    log.exception("session callback failed for step %d", job.step)
+                self.queue.task_done()
+            self.batches += 1
+            self.jobs += len(batch)
+
+    def _process(self, batch: list[DecodeJob]) -> None:
+        t0 = time.perf_counter()
+        decode = [j for j in batch if j.finish is None and j.valid_frames > 0]
+        if decode:
+            self.metrics.batch_size.observe(len(decode))
+            spectra = self.enhancer(self.decode_batch([j.coeffs for j in decode]))
+            for j, spec in zip(decode, spectra):
+                assert j.postprocess is not None
+                j.audio = j.postprocess(spec[..., : j.valid_frames].cpu())
+        for j in batch:
+            if j.finish is not None:
+                j.audio = j.finish()
+            elif j.audio is None:
+                j.audio = torch.zeros(self.codec.cfg.num_mics, 0)
+        elapsed = time.perf_counter() - t0
+        for j in batch:
+            j.compute_s = elapsed
+
+    @torch.no_grad()
+    def decode_batch(self, rows: list[list[np.ndarray | None]]) -> torch.Tensor:
+        """Per job, per source coefficients -> spectra ``[B, M, 2, F, frames]``."""
+        per_source = []
+        for s in range(self.codec.n_sources):
+            ks = [0 if r[s] is None else len(r[s]) for r in rows]
+            x = torch.zeros(len(rows), max(ks), dtype=torch.float32)
+            for b, r in enumerate(rows):
+                if ks[b]:
+                    x[b, : ks[b]] = torch.from_numpy(np.asarray(r[s], dtype=np.float32))
+            per_source.append(x)
+        return self.codec.decode_coefficients(per_source)

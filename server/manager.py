@@ -1,0 +1,110 @@
+"""The receiver's sessions: creation from configuration (trace, reference), lookup, shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from server.decoder import BatchDecoder
+from server.metrics import ReceiverMetrics
+from server.session import Session
+from server.settings import SessionConfig
+from shared.codec import Codec
+from shared.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+
+def capacity_schedule(cfg: SessionConfig, period_s: float) -> tuple[Callable[[int], tuple[float, float]], dict[str, Any]]:
+    """Step -> ``(t, capacity_bps)`` for a session, and a description of the channel."""
+    if cfg.capacity_bps is not None:
+        cap = float(cfg.capacity_bps)
+        return (lambda i: (i * period_s, cap)), {"kind": "constant", "capacity_bps": cap,
+                                                 "notes": "constant capacity"}
+    from channel_traces import TraceReplay, default_trace_path, load_trace
+
+    path = Path(cfg.trace) if cfg.trace else default_trace_path()
+    trace = load_trace(path, fmt=cfg.trace_format, **cfg.trace_options)
+    replay = TraceReplay(trace, period_s, loop=True)
+    info = {"kind": trace.kind, "source": str(trace.source), "notes": trace.notes,
+            "duration_s": trace.duration_s, "path": str(path)}
+    return replay.step, info
+
+
+def load_reference(path: str, sample_rate: int) -> np.ndarray:
+    """A reference audio file -> ``[R, N]`` float32."""
+    try:
+        data, sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise ConfigError(f"reference {path} cannot be read ({exc}); pass a WAV/FLAC file") from None
+    if sr != sample_rate:
+        raise ConfigError(f"reference {path} is at {sr} Hz; the codec needs {sample_rate} Hz")
+    return np.ascontiguousarray(data.T)
+
+
+class SessionManager:
+    def __init__(self, codec: Codec, decoder: BatchDecoder, metrics: ReceiverMetrics,
+                 record_seconds: float = 900.0, record_dir: str | None = None) -> None:
+        self.codec = codec
+        self.decoder = decoder
+        self.metrics = metrics
+        self.record_seconds = record_seconds
+        self.record_dir = Path(record_dir) if record_dir else None
+        self.sessions: dict[str, Session] = {}
+
+    def create(self, cfg: SessionConfig) -> Session:
+        """Create and start a session. Raises UserError for a duplicate id or a bad trace."""
+        if cfg.id in self.sessions:
+            raise ConfigError(f"session {cfg.id!r} already exists")
+        bad = [s for s in (cfg.sources or []) if not 0 <= s < self.codec.n_sources]
+        if bad:
+            raise ConfigError(f"sources {bad} out of range: the codec has {self.codec.n_sources}")
+        try:
+            schedule, info = capacity_schedule(cfg, self.codec.rate.chunk_seconds)
+        except UserError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"trace for session {cfg.id!r}: {exc}") from None
+        refs = {name: load_reference(path, self.codec.sample_rate)
+                for name, path in (("snr_db", cfg.reference), ("mics_snr_db", cfg.mics_reference)) if path}
+        session = Session(cfg, self.codec, self.decoder, self.metrics, schedule, info, refs,
+                          self.record_seconds, on_finish=self._on_finish)
+        self.sessions[cfg.id] = session
+        session.start()
+        self._update_gauge()
+        log.info("session %s created (%s, channel: %s)", cfg.id, cfg.mode, info.get("notes", ""))
+        return session
+
+    def get(self, session_id: str) -> Session | None:
+        return self.sessions.get(session_id)
+
+    async def remove(self, session_id: str) -> bool:
+        """Stop and forget a session; False when there is none."""
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return False
+        await session.stop(reason="session deleted")
+        self._update_gauge()
+        return True
+
+    def _on_finish(self, session: Session) -> None:
+        self._update_gauge()
+        if self.record_dir is not None:
+            self.record_dir.mkdir(parents=True, exist_ok=True)
+            path = self.record_dir / f"{session.id}.wav"
+            sf.write(path, session.audio().T, self.codec.sample_rate, subtype="FLOAT")
+            log.info("session %s: decoded audio written to %s", session.id, path)
+
+    def _update_gauge(self) -> None:
+        for state in ("waiting", "running", "finished"):
+            n = sum(1 for s in self.sessions.values() if s.state == state)
+            self.metrics.sessions.labels(state).set(n)
+
+    async def shutdown(self) -> None:
+        for session in self.sessions.values():
+            await session.stop()

@@ -1,0 +1,528 @@
+"""One session (room): replay clock, allocation feedback, jitter buffer, decode, statistics.
+
+Step ``t`` of a session (see :class:`shared.streaming.SessionClock`):
+
+1. **open**: capacity ``C_t`` from the trace -> budget ``L_t`` (Eq. 3) -> NDPCA allocation
+   over the connected sources -> an :class:`~shared.protocol.Allocation` to every edge;
+2. chunks for ``t`` arrive, are checked (components and bits within the allocation, payload
+   decodable) and parked in the jitter buffer;
+3. **close**: when every source allocated at the open that is still connected has delivered,
+   or at the deadline, whichever comes first; missing sources decode as their mean; chunks
+   arriving later are counted late and dropped;
+4. **decode** in the shared batch decoder, enhancement, streaming inverse STFT, output.
+
+``realtime`` sessions open a step every T seconds of wall time; ``lockstep`` sessions open the
+next step as soon as the previous one closed (simulation as fast as the edges go).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from server.decoder import BatchDecoder, DecodeJob
+from server.metrics import ReceiverMetrics
+from server.report import session_stats, session_summary, snr_db, step_entry
+from server.settings import SessionConfig
+from shared import protocol as P
+from shared.codec import Codec, Plan
+from shared.stft import from_channels
+from shared.streaming import (
+    JitterBuffer,
+    SessionClock,
+    StreamingISTFT,
+    lookahead_samples,
+    plan_for_active,
+)
+
+log = logging.getLogger(__name__)
+
+#: steps whose plans are kept after closing, to check late chunks against their allocation
+PLAN_HISTORY = 256
+
+
+@dataclass
+class Received:
+    """A checked chunk waiting in the jitter buffer."""
+
+    coeffs: np.ndarray
+    k: int
+    k_allocated: int
+    alloc_step: int
+    bits: int
+    capture_time: float
+    received_at: float
+    frame_bytes: int = 0
+
+
+@dataclass
+class OpenPlan:
+    plan: Plan
+    active: frozenset[int]
+    opened_at: float
+
+
+class EdgeLink:
+    """The receiver's handle on one connected edge: a non-blocking outbox.
+
+    ``send`` and ``close`` never wait for the network; the websocket handler's writer task
+    drains the outbox, so a slow edge cannot stall a session's clock.
+    """
+
+    def __init__(self, source: int) -> None:
+        self.source = source
+        self.outbox: asyncio.Queue[bytes | tuple[int, str]] = asyncio.Queue()
+        self.closing = False
+
+    def send(self, msg: Any) -> None:
+        if not self.closing:
+            self.outbox.put_nowait(P.encode(msg))
+
+    def close(self, code: int, reason: str = "") -> None:
+        if not self.closing:
+            self.closing = True
+            self.outbox.put_nowait((code, reason))
+
+
+@dataclass
+class SourceStats:
+    chunks: int = 0
+    bits: int = 0
+    late: int = 0
+    connects: int = 0
+    connected: bool = False
+    finished: bool = False
+
+
+class Session:
+    """A room: expected sources, a replay clock, and everything received and decoded."""
+
+    def __init__(self, cfg: SessionConfig, codec: Codec, decoder: BatchDecoder,
+                 metrics: ReceiverMetrics, capacity: Callable[[int], tuple[float, float]],
+                 trace_info: dict[str, Any], references: dict[str, np.ndarray] | None = None,
+                 record_seconds: float = 900.0, on_finish: Callable[[Session], None] | None = None) -> None:
+        self.cfg = cfg
+        self.id = cfg.id
+        self.codec = codec
+        self.decoder = decoder
+        self.metrics = metrics
+        self.capacity = capacity
+        self.trace_info = trace_info
+        self.references = references or {}
+        self.on_finish = on_finish
+        self.n_sources = codec.n_sources
+        self.expected = set(cfg.sources) if cfg.sources is not None else set(range(self.n_sources))
+        self.period = codec.rate.chunk_seconds
+        self.frames = codec.cfg.frames
+        self.lookahead = lookahead_samples(codec.preset)
+        self.clock = SessionClock(self.period, self.lookahead / codec.sample_rate, cfg.grace_s)
+        self.buffer: JitterBuffer[Received] = JitterBuffer(self.n_sources)
+        self.istft = StreamingISTFT(codec.preset, codec.cfg.num_mics)
+        self.record_limit = int(record_seconds * codec.sample_rate)
+        self.state = "waiting"
+        self.created = time.time()
+        self.links: dict[int, EdgeLink] = {}
+        self.sources = {s: SourceStats() for s in range(self.n_sources)}
+        self.joined: set[int] = set()
+        self.final_seq: dict[int, int] = {}
+        self.length: int | None = None
+        self.first_join_at: float | None = None
+        self.last_link_at = time.time()
+        self.first_step = 0
+        self.opened = -1
+        self.plans: dict[int, OpenPlan] = {}
+        self.step_stats: dict[int, dict[str, Any]] = {}
+        self.steps: list[dict[str, Any]] = []
+        self.output: list[np.ndarray] = []
+        self.samples_out = 0
+        self.recorded = 0
+        self.output_offset = 0
+        self.decode_ms: list[float] = []
+        self.e2e_ms: list[float] = []
+        self.quality: dict[str, list[float]] = {name: [] for name in self.references}
+        self.final_quality: dict[str, float | None] = {}
+        self.late = self.missing = self.duplicates = 0
+        self.finished_event = asyncio.Event()
+        self._ending = False
+        self._finish_submitted = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"session-{self.id}")
+
+    async def stop(self, code: int = P.CLOSE_GOING_AWAY, reason: str = "receiver shutting down") -> None:
+        for link in list(self.links.values()):
+            link.close(code, reason)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------------ edges
+    def check_join(self, hello: P.Hello) -> None:
+        """Refuse a hello for a finished session, an unexpected source or a duplicate."""
+        if self.state == "finished" or self._ending:
+            raise P.ProtocolError("session_closed", f"session {self.id!r} has finished")
+        if hello.source not in self.expected:
+            raise P.ProtocolError(
+                "unknown_source",
+                f"source {hello.source} is not part of session {self.id!r} "
+                f"(expected {sorted(self.expected)})",
+            )
+        if hello.source in self.links:
+            raise P.ProtocolError(
+                "duplicate_source", f"source {hello.source} of session {self.id!r} is already connected"
+            )
+        if self.sources[hello.source].finished:
+            raise P.ProtocolError("session_closed", f"source {hello.source} already ended its stream")
+
+    def attach(self, hello: P.Hello, link: EdgeLink) -> None:
+        self.check_join(hello)
+        s = hello.source
+        now = time.time()
+        self.links[s] = link
+        self.joined.add(s)
+        st = self.sources[s]
+        st.connects += 1
+        st.connected = True
+        self.last_link_at = now
+        self.metrics.connections.inc()
+        if self.state == "waiting":
+            self.first_join_at = self.first_join_at or now
+            if hello.epoch is not None and now - 86400 < hello.epoch <= now + 5:
+                first = hello.resume_seq or 0
+                if self.cfg.mode == "realtime":
+                    first = max(0, math.floor((now - hello.epoch) / self.period))
+                log.info("session %s resumes at step %d (epoch from source %d)", self.id, first, s)
+                self._start(hello.epoch, first)
+        link.send(P.Welcome(
+            session=self.id, source=s, epoch=self.clock.epoch,
+            step=self.opened + 1 if self.state == "running" else None,
+            period_s=self.period, mode=self.cfg.mode, n_sources=self.n_sources,
+            quant_step=self.codec.coder.step, lookahead_samples=self.lookahead,
+        ))
+        log.info("session %s: source %d connected (%d/%d)", self.id, s, len(self.links), len(self.expected))
+        self.wake()
+
+    def detach(self, source: int, link: EdgeLink) -> None:
+        if self.links.get(source) is link:
+            del self.links[source]
+            self.sources[source].connected = False
+            self.last_link_at = time.time()
+            self.metrics.connections.dec()
+            log.info("session %s: source %d disconnected", self.id, source)
+            self.wake()
+
+    def on_bye(self, source: int) -> None:
+        self.sources[source].finished = True
+        self.final_seq.setdefault(source, self.buffer.next_step - 1)
+        self.wake()
+
+    def on_chunk(self, source: int, chunk: P.Chunk, frame_bytes: int = 0) -> None:
+        """Check a chunk against its step's allocation and park it. Raises ProtocolError.
+
+        ``frame_bytes``: size of the websocket message (payload plus msgpack framing)."""
+        now = time.time()
+        if abs(chunk.quant_step - self.codec.coder.step) > 1e-6 * self.codec.coder.step:
+            raise P.ProtocolError(
+                "config_mismatch",
+                f"quantiser step {chunk.quant_step:g} differs from the receiver's {self.codec.coder.step:g}",
+            )
+        open_plan = self.plans.get(chunk.seq)
+        if open_plan is None and chunk.seq <= self.opened:
+            self._count_late(source, chunk.seq)  # so old that its plan is gone
+            return
+        k_max = open_plan.plan.allocation[source] if open_plan else 0
+        bits_max = open_plan.plan.bits_per_source[source] if open_plan else 0
+        bits = 8 * len(chunk.payload)
+        if chunk.k > k_max:
+            raise P.ProtocolError(
+                "over_allocation",
+                f"chunk {chunk.seq} of source {source} has {chunk.k} components; {k_max} allocated",
+            )
+        if bits > bits_max:
+            raise P.ProtocolError(
+                "over_allocation",
+                f"chunk {chunk.seq} of source {source} has {bits} bits; {bits_max} allocated",
+            )
+        try:
+            coeffs = self.codec.coder.decode(chunk.payload, chunk.k)
+        except ValueError as exc:
+            raise P.ProtocolError("bad_payload", str(exc)) from None
+        item = Received(coeffs, chunk.k, chunk.k_allocated, chunk.alloc_step, bits,
+                        chunk.capture_time, now, frame_bytes)
+        outcome = self.buffer.add(chunk.seq, source, item)
+        self.metrics.chunks.labels(self.id, outcome).inc()
+        st = self.sources[source]
+        if outcome == "late":
+            self._count_late(source, chunk.seq, counted=True)
+        elif outcome == "duplicate":
+            self.duplicates += 1
+        elif outcome == "ok":
+            st.chunks += 1
+            st.bits += bits
+            self.metrics.payload_bits.labels(self.id).inc(bits)
+        if chunk.end_samples is not None:
+            self.final_seq[source] = chunk.seq
+            self.sources[source].finished = True
+            self.length = max(self.length or 0, chunk.end_samples)
+        self.wake()
+
+    def _count_late(self, source: int, seq: int, counted: bool = False) -> None:
+        if not counted:
+            self.metrics.chunks.labels(self.id, "late").inc()
+        self.late += 1
+        self.sources[source].late += 1
+        entry = self.step_stats.get(seq)
+        if entry is not None:
+            entry["late"].append(source)
+
+    # ------------------------------------------------------------------ clock
+    def _start(self, epoch: float, first_step: int = 0) -> None:
+        self.clock.epoch = epoch
+        self.first_step = self.opened + 1 if self.opened >= 0 else first_step
+        self.opened = self.first_step - 1
+        self.buffer.skip_to(self.first_step)
+        self.output_offset = self.first_step * self.codec.chunk_samples
+        self.state = "running"
+        log.info("session %s started (%s, step %d)", self.id, self.cfg.mode, self.first_step)
+
+    def _active(self) -> frozenset[int]:
+        return frozenset(s for s in self.links if not self.sources[s].finished)
+
+    def _open(self, step: int, now: float) -> None:
+        t, cap = self.capacity(step)
+        active = self._active()
+        plan = plan_for_active(self.codec, cap, active)
+        self.plans[step] = OpenPlan(plan, active, now)
+        self.opened = step
+        self.metrics.capacity.labels(self.id).set(cap)
+        self.metrics.budget.labels(self.id).set(plan.budget_coefficients)
+        assert self.clock.epoch is not None
+        for s, link in self.links.items():
+            link.send(P.Allocation(
+                step=step, epoch=self.clock.epoch, k=plan.allocation[s],
+                budget_bits=plan.bits_per_source[s],
+                bits_per_coefficient=self.codec.rate.bits_per_coefficient, capacity_bps=cap,
+                total_coefficients=plan.budget_coefficients, total_bits=plan.budget_bits,
+            ))
+        for old in [k for k in self.plans if k < step - PLAN_HISTORY]:
+            del self.plans[old]
+
+    def _waiting_for(self, step: int) -> set[int]:
+        p = self.plans[step]
+        return {s for s in p.active if s in self.links and self.final_seq.get(s, math.inf) >= step}
+
+    def _all_done(self) -> bool:
+        """Every source that joined has ended its stream and none is still streaming."""
+        return bool(self.joined) and all(self.sources[s].finished for s in self.joined) and not self._active()
+
+    async def _run(self) -> None:
+        try:
+            while self.state != "finished":
+                now = time.time()
+                timeout = self._tick(now)
+                if self.state == "finished":
+                    break
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("session %s failed", self.id)
+            self._finish_now()
+
+    def _tick(self, now: float) -> float | None:
+        """Advance the clock; return how long to sleep at most (None: until woken)."""
+        if self.state == "waiting":
+            if not self.first_join_at:
+                return None
+            if self.joined >= self.expected or now - self.first_join_at >= self.cfg.start_timeout_s:
+                self._start(now)
+            else:
+                return self.first_join_at + self.cfg.start_timeout_s - now
+        if self._finish_submitted:
+            return None
+        if not self._ending and self._all_done():
+            self._ending = True
+        if not self._ending and not self.links and now - self.last_link_at >= self.cfg.idle_timeout_s:
+            log.info("session %s: no edge for %.0f s, ending", self.id, self.cfg.idle_timeout_s)
+            self._ending = True
+        if self.cfg.mode == "realtime":
+            wake = self._tick_realtime(now)
+        else:
+            wake = self._tick_lockstep(now)
+        if self._ending and self.buffer.next_step > self.opened:
+            self._submit_finish()
+            return None
+        if not self.links and not self._ending:
+            idle = self.last_link_at + self.cfg.idle_timeout_s - now
+            wake = idle if wake is None else min(wake, idle)
+        return None if wake is None else max(0.0, wake)
+
+    def _tick_realtime(self, now: float) -> float | None:
+        while not self._ending and self.clock.open_time(self.opened + 1) <= now:
+            self._open(self.opened + 1, now)
+        while self.buffer.next_step <= self.opened:
+            n = self.buffer.next_step
+            waiting = self._waiting_for(n)
+            if (waiting and self.buffer.complete(n, waiting)) or (self._ending and not waiting):
+                self._close(n, "complete", now)
+            elif now >= self.clock.deadline(n):
+                self._close(n, "deadline", now)
+            else:
+                break
+        wakes = [] if self._ending else [self.clock.open_time(self.opened + 1) - now]
+        if self.buffer.next_step <= self.opened:
+            wakes.append(self.clock.deadline(self.buffer.next_step) - now)
+        return min(wakes) if wakes else None
+
+    def _tick_lockstep(self, now: float) -> float | None:
+        while True:
+            n = self.buffer.next_step
+            if n > self.opened:
+                if self._ending or not self._active():
+                    return None
+                self._open(n, now)
+            waiting = self._waiting_for(n)
+            timed_out = now - self.plans[n].opened_at >= self.cfg.lockstep_timeout_s
+            if self.buffer.complete(n, waiting) and (waiting or self._ending) or timed_out:
+                self._close(n, "complete" if not timed_out else "deadline", now)
+                continue
+            return self.plans[n].opened_at + self.cfg.lockstep_timeout_s - now
+
+    # ------------------------------------------------------------------ close and decode
+    def _valid_frames(self, step: int) -> int:
+        if self.length is None:
+            return self.frames
+        n_frames = self.codec.preset.frames_for(self.length)
+        return int(min(self.frames, max(0, n_frames - step * self.frames)))
+
+    def _close(self, step: int, reason: str, now: float) -> None:
+        n, items = self.buffer.pop()
+        assert n == step
+        op = self.plans[n]
+        plan = op.plan
+        valid = self._valid_frames(n)
+        if valid == 0:
+            return  # past the end of every stream
+        coeffs: list[np.ndarray | None] = [None] * self.n_sources
+        for s, item in items.items():
+            coeffs[s] = item.coeffs
+        missing = sorted(s for s in op.active if s not in items and self.final_seq.get(s, math.inf) >= n)
+        self.missing += len(missing)
+        if missing:
+            self.metrics.missing.labels(self.id).inc(len(missing))
+        entry = step_entry(n, n * self.period, plan, op.active, items, missing, reason, valid,
+                           self.n_sources, list(self.references))
+        self.step_stats[n] = entry
+        self.steps.append(entry)
+        for old in [k for k in self.step_stats if k < n - PLAN_HISTORY]:
+            del self.step_stats[old]
+        captures = [it.capture_time for it in items.values()]
+        self.decoder.submit(DecodeJob(
+            key=self.id, step=n, coeffs=coeffs, valid_frames=valid,
+            postprocess=self._inverse, finish=None, done=self._decoded,
+            closed_at=time.time(),
+        ))
+        entry["_capture"] = min(captures) if captures else None
+
+    def _inverse(self, spec: torch.Tensor) -> torch.Tensor:
+        """Worker thread: one step's spectra ``[M, 2, F, frames]`` -> new audio ``[M, n]``."""
+        return self.istft.push(from_channels(spec, self.codec.cfg.representation))
+
+    def _decoded(self, job: DecodeJob, audio: torch.Tensor, done: float) -> None:
+        start = self._append(audio)
+        entry = self.step_stats.get(job.step)
+        if entry is None:
+            return
+        for name, ref in self.references.items():
+            entry[name] = snr_db(audio.numpy(), ref, start) if audio.shape[-1] else None
+            if entry[name] is not None:
+                self.quality[name].append(entry[name])
+        entry["decode_ms"] = (done - job.closed_at) * 1e3
+        entry["decode_wait_ms"] = (job.started_at - job.closed_at) * 1e3
+        entry["decode_compute_ms"] = job.compute_s * 1e3
+        entry["decode_batch"] = job.batch
+        self.decode_ms.append(entry["decode_ms"])
+        self.metrics.decode_seconds.observe(done - job.closed_at)
+        capture = entry.pop("_capture", None)
+        if capture is not None:
+            entry["e2e_ms"] = (done - capture) * 1e3
+            self.e2e_ms.append(entry["e2e_ms"])
+            self.metrics.e2e_seconds.observe(done - capture)
+        self.metrics.steps.labels(self.id).inc()
+
+    def _append(self, audio: torch.Tensor) -> int:
+        """Record a decoded block ``[M, n]``; returns its first sample's index in the stream."""
+        block = audio.numpy()
+        start = self.output_offset + self.samples_out
+        self.samples_out += block.shape[-1]
+        if self.recorded < self.record_limit and block.shape[-1]:
+            keep = block[:, : self.record_limit - self.recorded]
+            self.output.append(keep)
+            self.recorded += keep.shape[-1]
+        return start
+
+    def _submit_finish(self) -> None:
+        self._finish_submitted = True
+        length = None if self.length is None else self.length - self.output_offset
+        self.decoder.submit(DecodeJob(
+            key=self.id, step=-1, coeffs=[], valid_frames=0, postprocess=None,
+            finish=lambda: self.istft.finish(length), done=self._finished,
+        ))
+
+    def _finished(self, job: DecodeJob, audio: torch.Tensor, done: float) -> None:
+        self._append(audio)
+        self._finish_now()
+
+    def _finish_now(self) -> None:
+        self.state = "finished"
+        if self.output:
+            audio = self.audio()
+            for name, ref in self.references.items():
+                self.final_quality[f"{name}_overall"] = snr_db(audio, ref, self.output_offset)
+        for link in list(self.links.values()):
+            link.send(P.Bye(reason="session finished"))
+            link.close(P.CLOSE_NORMAL, "session finished")
+        log.info("session %s finished: %d steps, %.1f s of audio", self.id, len(self.steps),
+                 self.samples_out / self.codec.sample_rate)
+        self.finished_event.set()
+        if self.on_finish is not None:
+            self.on_finish(self)
+        self.wake()
+
+    # ------------------------------------------------------------------ reporting
+    def audio(self) -> np.ndarray:
+        """Decoded audio recorded so far ``[M, n]``."""
+        if not self.output:
+            return np.zeros((self.codec.cfg.num_mics, 0), dtype=np.float32)
+        return np.concatenate(self.output, axis=-1)
+
+    def summary(self) -> dict[str, Any]:
+        return session_summary(self)
+
+    def quality_summary(self) -> dict[str, Any]:
+        """Mean per-step SNR, and over the whole output once finished (dB)."""
+        out: dict[str, Any] = {}
+        for name, values in self.quality.items():
+            out[f"{name}_mean_of_steps"] = float(np.mean(values)) if values else None
+        return {**out, **self.final_quality}
+
+    def stats(self, since: int = 0) -> dict[str, Any]:
+        return session_stats(self, since)

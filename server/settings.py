@@ -1,0 +1,139 @@
+"""Typed receiver settings (environment ``NDPCA_*``, command line) and session configuration."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+from shared.protocol import MAX_FRAME_BYTES
+
+Mode = Literal["realtime", "lockstep"]
+
+
+class SessionConfig(BaseModel):
+    """One session (room): its token, channel trace, clock mode and expected sources.
+
+    Attributes:
+        id: session id edges name in their hello.
+        token: the per-session secret edges must present (never logged or returned).
+        trace: channel trace file (default: ``channel_traces/traces/default.csv``).
+        trace_format, trace_options: passed to :func:`channel_traces.load_trace`.
+        capacity_bps: a constant channel instead of a trace.
+        mode: ``realtime`` (steps every T of wall time) or ``lockstep`` (a step closes as soon
+            as every connected source delivered: simulation as fast as possible).
+        sources: expected source indices (default: all of the codec's).
+        reference: clean speech (mono) to score decoded microphone 0 against (optional).
+        mics_reference: the microphones the edges capture (``[S, N]`` file), to score the
+            codec's fidelity per microphone (optional).
+        grace_s: wait past a chunk's due time before decoding without it.
+        start_timeout_s: after the first edge joins, start without the missing ones.
+        idle_timeout_s: end the session when no edge has been connected this long.
+        lockstep_timeout_s: in lockstep, close a step without a silent source after this.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    token: str = Field(min_length=1, max_length=512)
+    trace: str | None = None
+    trace_format: str = "auto"
+    trace_options: dict[str, Any] = Field(default_factory=dict)
+    capacity_bps: float | None = Field(None, ge=0, allow_inf_nan=False)
+    mode: Mode = "realtime"
+    sources: list[int] | None = None
+    reference: str | None = None
+    mics_reference: str | None = None
+    grace_s: float = Field(0.1, ge=0)
+    start_timeout_s: float = Field(5.0, ge=0)
+    idle_timeout_s: float = Field(10.0, gt=0)
+    lockstep_timeout_s: float = Field(2.0, gt=0)
+
+    def public(self) -> dict[str, Any]:
+        """The configuration without the token."""
+        return self.model_dump(exclude={"token"})
+
+
+class ReceiverSettings(BaseSettings):
+    """Receiver settings; every field can be set as ``NDPCA_<FIELD>`` in the environment.
+
+    One session can be configured directly (``NDPCA_SESSION``, ``NDPCA_TOKEN``,
+    ``NDPCA_TRACE``, ``NDPCA_MODE``); more with ``NDPCA_SESSIONS_FILE`` (JSON or TOML with a
+    list ``sessions`` of :class:`SessionConfig`) or ``POST /sessions`` (admin token).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="NDPCA_", extra="ignore")
+
+    checkpoint: str | None = None
+    arch: str = "ndpca-e4d1"
+    checkpoint_dir: str = "checkpoints"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    admin_token: str = ""
+    sessions_file: str | None = None
+    session: str | None = None
+    token: str = ""
+    token_file: str | None = None
+    trace: str | None = None
+    capacity_bps: float | None = None
+    mode: Mode = "realtime"
+    reference: str | None = None
+    mics_reference: str | None = None
+    grace_s: float = 0.1
+    enhancer: str = "identity"
+    max_batch: int = Field(64, ge=1)
+    threads: int | None = Field(None, ge=1)
+    max_frame_bytes: int = Field(MAX_FRAME_BYTES, ge=256)
+    record_seconds: float = Field(900.0, ge=0)
+    record_dir: str | None = None
+
+    def session_configs(self) -> list[SessionConfig]:
+        """Sessions from the sessions file and from the single-session fields."""
+        out: list[SessionConfig] = []
+        if self.sessions_file:
+            out += load_sessions_file(Path(self.sessions_file))
+        if self.session:
+            token = self.token or read_token_file(self.token_file)
+            if not token:
+                raise ConfigError(
+                    f"session {self.session!r} has no token; set NDPCA_TOKEN, --token or "
+                    "--token-file (edges must present the same token)"
+                )
+            try:
+                out.append(SessionConfig(
+                    id=self.session, token=token, trace=self.trace, mode=self.mode,
+                    capacity_bps=self.capacity_bps, reference=self.reference,
+                    mics_reference=self.mics_reference, grace_s=self.grace_s,
+                ))
+            except ValidationError as exc:
+                raise ConfigError(f"session {self.session!r}: {exc.errors()[0]['msg']}") from None
+        return out
+
+
+def read_token_file(path: str | None) -> str:
+    """The first line of a token file ('' when no file is given)."""
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text().strip().splitlines()[0].strip()
+    except (OSError, IndexError):
+        raise ConfigError(f"token file {path} is missing or empty; write the token in it") from None
+
+
+def load_sessions_file(path: Path) -> list[SessionConfig]:
+    """Read ``{"sessions": [...]}`` from a JSON or TOML file."""
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"sessions file {path} cannot be read ({exc}); fix the file") from None
+    try:
+        return [SessionConfig(**item) for item in data.get("sessions", [])]
+    except (ValidationError, TypeError) as exc:
+        raise ConfigError(f"sessions file {path}: {exc}") from None
