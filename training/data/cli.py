@@ -11,22 +11,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
+import tomllib
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from shared.errors import ConfigError
 
-from .build import SPLITS, DataConfig, build_dataset
 from .dataset import default_data_dir, load_manifest
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, published as tomli
-    import tomli as tomllib
+if TYPE_CHECKING:
+    from .build import DataConfig
+
+SPLITS = ("train", "val", "test")  # as training.data.build.SPLITS (imported lazily: scipy)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +44,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML ({err})") from err
     table = raw.get("data", raw) if isinstance(raw.get("data"), dict) else raw
+    from .build import DataConfig
+
     known = set(DataConfig.model_fields)
     for key in table:
         if key not in known:
@@ -59,6 +60,8 @@ def make_config(args: argparse.Namespace) -> DataConfig:
     Raises:
         ConfigError: invalid values (the message names them).
     """
+    from .build import DataConfig
+
     values: dict[str, Any] = read_config_file(args.config) if args.config else {}
     for flag in ("seed", "n_train", "n_val", "n_test", "speech_dir", "noise_dir"):
         value = getattr(args, flag, None)
@@ -73,6 +76,8 @@ def make_config(args: argparse.Namespace) -> DataConfig:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """``ndpca data build``: build (or reuse) the data set, print where it is."""
+    from .build import build_dataset
+
     cfg = make_config(args)
     workers = args.workers if args.workers is not None else max(1, min(4, os.cpu_count() or 1))
     manifest = build_dataset(cfg, Path(args.out), progress=not args.quiet, workers=workers)
