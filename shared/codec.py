@@ -294,7 +294,8 @@ class Codec:
             coefficients: the output of :meth:`signal_coefficients` for ``mics`` (reused
                 across budgets by sweeps).
         Returns:
-            decoded audio ``[M, N]`` and stats (bits per chunk, coefficients sent).
+            decoded audio ``[M, N]`` and stats (bits per chunk, coefficients sent, and the
+            decoded spectra ``[M, 2, F, T]`` before the inverse STFT).
         """
         n = mics.shape[-1]
         full_coeffs, n_frames = coefficients or self.signal_coefficients(mics)
@@ -317,7 +318,8 @@ class Codec:
                 rows[i, : enc.k] = torch.from_numpy(q)
             coeffs.append(rows)
         out = self.decode_coefficients(coeffs)
-        audio = self.to_audio(self.unchunk(out, n_frames), n)
+        decoded_spectra = self.unchunk(out, n_frames)
+        audio = self.to_audio(decoded_spectra, n)
         stats = {
             "budget_coefficients": plan.budget_coefficients,
             "allocation": plan.allocation,
@@ -325,6 +327,7 @@ class Codec:
             "coefficients_per_chunk": sent / n_chunks,
             "bitrate_bps": bits / n_chunks / self.chunk_seconds,
             "budget_bits_per_chunk": plan.budget_bits,
+            "spectra": decoded_spectra,
         }
         return audio, stats
 

@@ -167,3 +167,35 @@ def stft_frames(segment: torch.Tensor, preset: StftPreset) -> torch.Tensor:
         return_complex=True,
     )
     return spec.reshape(*lead, spec.shape[-2], spec.shape[-1])
+
+
+def griffin_lim(
+    magnitude: torch.Tensor,
+    preset: StftPreset,
+    length: int,
+    n_iter: int = 32,
+    init_phase: torch.Tensor | None = None,
+    momentum: float = 0.99,
+) -> torch.Tensor:
+    """Fast Griffin-Lim (Perraudin et al. 2013): a waveform whose STFT magnitude approaches
+    ``magnitude``.
+
+    A decoder that cannot transmit phase outputs an inconsistent STFT; its inverse loses
+    energy where frames disagree. This finds a consistent phase for the decoded magnitude.
+
+    Args:
+        magnitude: ``[..., F, T]`` linear STFT magnitude.
+        length: output samples N.
+        init_phase: ``[..., F, T]`` starting phase (e.g. the decoder's), zeros if None.
+    Returns:
+        ``[..., N]`` audio.
+    """
+    phase = torch.zeros_like(magnitude) if init_phase is None else init_phase
+    spec = torch.polar(magnitude, phase)
+    prev = spec
+    for _ in range(n_iter):
+        rebuilt = stft(istft(spec, preset, length), preset)
+        accel = rebuilt + momentum / (1 + momentum) * (rebuilt - prev) if momentum else rebuilt
+        prev = rebuilt
+        spec = magnitude * torch.exp(1j * torch.angle(accel))
+    return istft(spec, preset, length)

@@ -33,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--no-perceptual", action="store_true", help="skip PESQ and STOI (fast)")
     e.add_argument("--no-real", action="store_true", help="skip the real-speech evaluation")
     e.add_argument("--workers", type=int, default=2)
+    e.add_argument("--phase", choices=["griffinlim", "decoder"], default="griffinlim",
+                   help="phase of the waveform for SI-SDR/PESQ/STOI (default: Griffin-Lim on the "
+                        "decoded magnitude, started from the decoder's phase)")
+    e.add_argument("--gl-iters", type=int, default=16)
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     e.set_defaults(func=_evaluate)
 
@@ -101,7 +105,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     res = run_evaluation(
         args.out, args.checkpoints or DEFAULT_CKPT_DIR, args.data_dir, args.limit, bws, methods,
         opus=not args.no_opus, perceptual=not args.no_perceptual, workers=args.workers,
-        real=not args.no_real, device=_device(args.device),
+        real=not args.no_real, device=_device(args.device), phase=args.phase, gl_iters=args.gl_iters,
     )
     print(f"results: {args.out / 'results.csv'}, summary: {args.out / 'summary.md'}, "
           f"plot: {args.out / 'fig3b_psnr.png'} ({res['seconds']:.0f} s)")

@@ -27,6 +27,8 @@ from tqdm import tqdm
 
 from shared.codec import Codec
 from shared.errors import CheckpointError, UserError
+from shared.stft import from_channels, griffin_lim
+from training.losses import psnr_db
 from training.metrics import pesq_wb, si_sdr_db, spectral_psnr_db, stoi
 from training.opus import opus_at_bitrate, opus_min_bitrate
 
@@ -62,6 +64,16 @@ def find_checkpoint(ckpt_dir: Path, arch: str) -> Path:
     return hits[0]
 
 
+def reference_waveform(codec: Codec, stats: dict[str, Any], decoded: torch.Tensor, phase: str,
+                       gl_iters: int) -> np.ndarray:
+    """Microphone 0's decoded waveform: the decoder's own phase, or Griffin-Lim on the decoded
+    magnitude started from the decoder's phase."""
+    if phase == "decoder":
+        return decoded[0].numpy()
+    spec = from_channels(stats["spectra"][0], codec.cfg.representation)
+    return griffin_lim(spec.abs(), codec.preset, decoded.shape[-1], gl_iters, torch.angle(spec)).numpy()
+
+
 def _perceptual(job: tuple[np.ndarray, np.ndarray, int]) -> tuple[float, float]:
     ref, est, sr = job
     return pesq_wb(ref, est, sr), stoi(ref, est, sr)
@@ -84,8 +96,15 @@ def evaluate_examples(
     perceptual: bool = True,
     workers: int = 2,
     progress: bool = True,
+    phase: str = "griffinlim",
+    gl_iters: int = 16,
 ) -> list[dict[str, Any]]:
-    """Per-example rows for every (method, bandwidth)."""
+    """Per-example rows for every (method, bandwidth).
+
+    PSNR (Eq. 13) compares the decoder's output spectra with the input spectra of all
+    microphones; SI-SDR, PESQ and STOI compare microphone 0's waveform (phase from ``phase``)
+    with the original microphone 0.
+    """
     rows: list[dict[str, Any]] = []
     jobs: list[tuple[np.ndarray, np.ndarray, int]] = []
     any_codec = next(iter(codecs.values()))
@@ -96,19 +115,21 @@ def evaluate_examples(
         mics = ex["mics"].float()
         ref0 = mics[0].numpy()
         cache = {a: c.signal_coefficients(mics) for a, c in codecs.items()}
+        spectra_in = any_codec.spectra(mics)[None]
         for method in methods:
             arch, rule = METHODS[method]
             codec = codecs[arch]
             for L in bandwidths:
                 dec, stats = codec.code_signal(mics, L, rule, coefficients=cache[arch])
+                wave0 = reference_waveform(codec, stats, dec, phase, gl_iters)
                 rows.append({
                     "method": method, "bandwidth": L, "example": ex["id"],
                     "bitrate_bps": stats["bitrate_bps"],
                     "coefficients_per_chunk": stats["coefficients_per_chunk"],
-                    "psnr_db": spectral_psnr_db(mics, dec, preset, rep),
-                    "si_sdr_db": si_sdr_db(ref0, dec[0].numpy()), "note": "",
+                    "psnr_db": float(psnr_db(stats["spectra"][None], spectra_in, rep)[0]),
+                    "si_sdr_db": si_sdr_db(ref0, wave0), "note": "",
                 })
-                jobs.append((ref0, dec[0].numpy(), sr))
+                jobs.append((ref0, wave0, sr))
                 bar.update()
         if opus:
             rate = any_codec.rate
@@ -281,9 +302,10 @@ def write_summary(path: Path, agg: list[dict[str, Any]], head: dict[str, Any], m
               "|---|" + "---|" * len(head["mean_below_full"])]
     for bw, d in head["per_bandwidth"].items():
         lines.append(f"| {bw} | " + " | ".join(_fmt(d.get(k), 1) for k in head["mean_below_full"]) + " |")
-    lines += ["", "Definitions: PSNR is Eq. 13 on the compressed magnitude STFT (all microphones); "
-              "SI-SDR, PESQ (wide-band) and STOI on microphone 0 against the original microphone 0 "
-              "signal; bit rate is the bytes the coder produced (payload, whole bytes per source and "
+    lines += ["", "Definitions: PSNR is Eq. 13 on the compressed magnitude STFT of all microphones, "
+              "decoder output against input (for Opus: the STFT of its decoded audio); "
+              "SI-SDR, PESQ (wide-band) and STOI on microphone 0's waveform against the original "
+              f"microphone 0 signal, phase: {meta.get('phase', 'decoder')}; bit rate is the bytes the coder produced (payload, whole bytes per source and "
               "chunk). One checkpoint per architecture serves every bandwidth."]
     path.write_text("\n".join(lines) + "\n")
 
@@ -301,6 +323,8 @@ def run_evaluation(
     real: bool = True,
     device: str = "cpu",
     progress: bool = True,
+    phase: str = "griffinlim",
+    gl_iters: int = 16,
 ) -> dict[str, Any]:
     """The whole experiment; returns the aggregated rows (and the real-speech ones)."""
     from training.data.dataset import default_data_dir
@@ -315,14 +339,16 @@ def run_evaluation(
         from training.data.build import DataConfig, build_dataset
 
         build_dataset(DataConfig(num_mics=any_codec.cfg.num_mics), data_dir)
-    meta = {"command": "ndpca " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("ndpca") else " ".join(sys.argv),
+    meta = {"phase": f"{phase}" + (f" ({gl_iters} iterations from the decoder's phase)" if phase == "griffinlim" else ""),
+            "command": "ndpca " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("ndpca") else " ".join(sys.argv),
             "rate": any_codec.rate.__dict__, "full_latent": full,
             "checkpoints": {a: f"{Path(c.header.get('path', find_checkpoint(ckpt_dir, a))).name} "
                                f"(sha256 {c.sha256[:12]})" for a, c in codecs.items()}}
     examples = _load_examples(data_dir, "test", limit)
     if not examples:
         raise UserError(f"no test examples in {data_dir}; rebuild it with `ndpca data build`")
-    rows = evaluate_examples(examples, codecs, bandwidths, methods, opus, perceptual, workers, progress)
+    rows = evaluate_examples(examples, codecs, bandwidths, methods, opus, perceptual, workers, progress,
+                             phase, gl_iters)
     meta.update(n_examples=len(examples), data=f"synthetic rooms, test split, {data_dir}")
     result = {"synthetic": write_outputs(out_dir, rows, meta, "Task-agnostic coding, synthetic test rooms")}
     (out_dir / "command.txt").write_text(meta["command"] + "\n")
@@ -336,7 +362,8 @@ def run_evaluation(
                        noise_dir=str(real_root / "noise"), n_train=0, n_val=0, n_test=limit or 24, seed=7),
             real_dir)
         ex = _load_examples(manifest.parent, "test", limit)
-        rows_r = evaluate_examples(ex, codecs, bandwidths, methods, opus, perceptual, workers, progress)
+        rows_r = evaluate_examples(ex, codecs, bandwidths, methods, opus, perceptual, workers, progress,
+                                   phase, gl_iters)
         meta.update(n_examples=len(ex), data="LibriSpeech test-other speech and real recorded noise "
                     "(../shared/data) in simulated rooms")
         result["real"] = write_outputs(out_dir / "real", rows_r, meta,
