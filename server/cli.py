@@ -46,12 +46,29 @@ def settings_from_args(args: argparse.Namespace):
     return ReceiverSettings(**given)
 
 
+def _check_checkpoint(settings, explicit_arch: str | None) -> None:
+    """Fail fast, before the server starts, on a missing, corrupt or wrong-architecture
+    checkpoint (a UserError: one line, exit status 2)."""
+    from server.model import checkpoint_path, resolve_device
+    from shared.checkpoint import load_checkpoint
+    from shared.errors import CheckpointError
+
+    resolve_device(settings.device)
+    path = checkpoint_path(settings.checkpoint, settings.arch, settings.checkpoint_dir)
+    header = load_checkpoint(path, expect_kind="codec").header
+    arch = header.get("arch")
+    if explicit_arch and arch != explicit_arch:
+        raise CheckpointError(f"{path} holds architecture {arch!r}, but --arch {explicit_arch} was "
+                              f"asked for; pass a checkpoint trained for {explicit_arch!r}")
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
 
     settings = settings_from_args(args)
+    _check_checkpoint(settings, explicit_arch=args.arch)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, ws_max_size=WS_HARD_LIMIT,
                 log_level="info", log_config=None, access_log=False, ws="websockets-sansio")
