@@ -25,14 +25,14 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Sequence[str] = COMMAND_MODULES, prog: str = "ndpca") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ndpca",
+        prog=prog,
         description="NDPCA-aided distributed speech coding: data, training, evaluation, streaming.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -43,8 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(
+    argv: Sequence[str] | None = None,
+    modules: Sequence[str] = COMMAND_MODULES,
+    prog: str = "ndpca",
+) -> int:
+    """Parse ``argv`` and run the chosen command; ``modules`` limits which commands load
+    (``python -m server`` loads only ``server.cli``)."""
+    parser = build_parser(modules, prog)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -5,24 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
 from shared.codec import Codec
+from shared.device import resolve_device
 from shared.errors import UserError
 from shared.streaming import find_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but no CUDA device is available; use --device cpu")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return name
 
 
 def checkpoint_path(checkpoint: str | None, arch: str, directory: str) -> Path:

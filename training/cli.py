@@ -41,19 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_evaluate)
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        from shared.errors import UserError
-
-        raise UserError("--device cuda asked for, but no CUDA device is available; use --device cpu")
-    return name
-
-
 def _train(args: argparse.Namespace) -> int:
+    from shared.device import resolve_device
     from training.config import load_config, parse_override
     from training.train import train
 
@@ -66,7 +55,7 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or Path("runs") / cfg.model.arch
     provenance = {"command": "ndpca " + " ".join(sys.argv[1:]), "config": str(args.config)}
     path = train(cfg, run_dir, out=args.out, resume=args.resume, progress=not args.no_progress,
-                 device=_device(args.device), provenance=provenance)
+                 device=resolve_device(args.device), provenance=provenance)
     if path is not None and args.ship is not None:
         path = ship_checkpoint(path, args.ship, cfg.model.arch)
     if path is not None:
@@ -91,6 +80,7 @@ def ship_checkpoint(path: Path, ship_dir: Path, arch: str) -> Path:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from shared.device import resolve_device
     from shared.errors import UserError
     from training.evaluate import DEFAULT_CKPT_DIR, METHODS, run_evaluation
 
@@ -105,7 +95,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     res = run_evaluation(
         args.out, args.checkpoints or DEFAULT_CKPT_DIR, args.data_dir, args.limit, bws, methods,
         opus=not args.no_opus, perceptual=not args.no_perceptual, workers=args.workers,
-        real=not args.no_real, device=_device(args.device), phase=args.phase, gl_iters=args.gl_iters,
+        real=not args.no_real, device=resolve_device(args.device), phase=args.phase, gl_iters=args.gl_iters,
     )
     print(f"results: {args.out / 'results.csv'}, summary: {args.out / 'summary.md'}, "
           f"plot: {args.out / 'fig3b_psnr.png'} ({res['seconds']:.0f} s)")
