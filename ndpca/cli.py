@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "server.cli",
     "edge_client.cli",
     "ndpca.demo",
+    "ndpca.bench_enhancer",
 )
 
 

@@ -63,6 +63,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="data set seed (default 0, the training data's: the room is the first of "
                    "its held-out test split, unseen rooms and speakers)")
     p.add_argument("--port", type=int, default=0, help="receiver port (0: a free one)")
+    p.add_argument("--enhancer", choices=["auto", "identity", "sgmse"], default="auto",
+                   help="receiver enhancement stage (auto: sgmse when an enhancer checkpoint is in "
+                        "--checkpoint-dir, else identity)")
+    p.add_argument("--enhance-sampler", default="realtime", help="sgmse sampler preset (default realtime)")
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -231,6 +235,23 @@ def progress_line(st: dict[str, Any], period: float) -> str:
             f"L {st['budget_coefficients']:3d}  k [{ks}]  {kbps:5.2f} kbit/s  e2e {e2e}{miss}")
 
 
+def enhancer_args(args: argparse.Namespace) -> list[str]:
+    """Receiver options for the enhancement stage the demo asked for."""
+    from shared.streaming import find_checkpoint
+
+    choice = getattr(args, "enhancer", "identity")
+    if choice == "identity":
+        return []
+    found = find_checkpoint("enhancer", args.checkpoint_dir)
+    if found is None:
+        if choice == "sgmse":
+            raise UserError(f"no enhancer checkpoint in {args.checkpoint_dir}/; train one with "
+                            "`ndpca train-enhancer --ship checkpoints` or use --enhancer identity")
+        return []
+    return ["--enhancer", "sgmse", "--enhancer-checkpoint", str(found),
+            "--enhance-sampler", getattr(args, "enhance_sampler", "realtime")]
+
+
 def run_demo(args: argparse.Namespace) -> int:
     t_start = time.time()
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -249,7 +270,7 @@ def run_demo(args: argparse.Namespace) -> int:
     rx = start_receiver(port, prep.checkpoint, rx_log, [
         "--session", SESSION, "--token-file", str(prep.token_file), "--trace", str(prep.trace),
         "--reference", str(prep.clean), "--mics-reference", str(prep.room), "--mode", "lockstep" if args.fast else "realtime",
-        "--record-dir", str(out / "record"),
+        "--record-dir", str(out / "record"), *enhancer_args(args),
     ])
     edges: list[subprocess.Popen] = []
     try:

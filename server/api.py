@@ -65,6 +65,7 @@ async def readyz(request: Request, response: Response) -> dict[str, Any]:
     codec = state.codec
     return {"ready": True, "arch": codec.cfg.arch, "sha256": codec.sha256,
             "device": str(codec.device), "enhancer": state.enhancer.name,
+            "enhancement": state.enhancer.describe() if hasattr(state.enhancer, "describe") else {},
             "sessions": len(state.manager.sessions)}
 
 

@@ -36,7 +36,9 @@ def create_app(settings: ReceiverSettings | None = None, codec: Codec | None = N
         # on CPU one intra-op thread by default: decoding a step takes milliseconds, and
         # spinning OpenMP workers on a busy 2-core machine cost more than they save
         threads = settings.threads or (1 if model.device.type == "cpu" else None)
-        enhancer = build_enhancer(settings.enhancer, model)
+        enhancer = await asyncio.to_thread(build_enhancer, settings.enhancer, model, {
+            "checkpoint": settings.enhancer_checkpoint, "checkpoint_dir": settings.checkpoint_dir,
+            "sampler": settings.enhance_sampler, "steps": settings.enhance_steps, "mics": settings.enhance_mics})
         decoder = BatchDecoder(model, enhancer, metrics, settings.max_batch, threads)
         await decoder.start()
         manager = SessionManager(model, decoder, metrics, settings.record_seconds, settings.record_dir)

@@ -34,7 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record-dir", help="write <session>.wav here when a session finishes")
     p.add_argument("--max-batch", type=int, help="steps decoded together at most (default 64)")
     p.add_argument("--threads", type=int, help="torch CPU threads for decoding (default 1)")
-    p.add_argument("--enhancer", help="enhancement stage (default identity)")
+    p.add_argument("--enhancer", choices=["identity", "sgmse"], help="enhancement stage (default identity)")
+    p.add_argument("--enhancer-checkpoint", help="sgmse: enhancer checkpoint (default checkpoints/enhancer-*.ckpt)")
+    p.add_argument("--enhance-sampler", help="sgmse sampler preset: realtime (default), fast, quality")
+    p.add_argument("--enhance-steps", type=int, help="sgmse: reverse-diffusion steps (overrides the preset)")
+    p.add_argument("--enhance-mics", choices=["ref", "all"], help="sgmse: enhance microphone 0 only (default) or all")
     p.set_defaults(func=run)
 
 

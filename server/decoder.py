@@ -62,6 +62,8 @@ class BatchDecoder:
                  max_batch: int = 64, threads: int | None = None) -> None:
         self.codec = codec
         self.enhancer = enhancer
+        self.out_channels = enhancer.out_channels(codec.cfg.num_mics) if hasattr(enhancer, "out_channels") \
+            else codec.cfg.num_mics
         self.metrics = metrics
         self.max_batch = max_batch
         self.threads = threads
@@ -111,7 +113,7 @@ class BatchDecoder:
             except Exception:  # a decode failure must not kill the receiver
                 log.exception("decoding a batch of %d steps failed", len(batch))
                 for job in batch:
-                    job.audio = torch.zeros(self.codec.cfg.num_mics, 0)
+                    job.audio = torch.zeros(self.out_channels, 0)
             done = time.time()
             for job in batch:
                 try:
@@ -135,7 +137,7 @@ class BatchDecoder:
             if j.finish is not None:
                 j.audio = j.finish()
             elif j.audio is None:
-                j.audio = torch.zeros(self.codec.cfg.num_mics, 0)
+                j.audio = torch.zeros(self.out_channels, 0)
         elapsed = time.perf_counter() - t0
         for j in batch:
             j.compute_s = elapsed

@@ -126,7 +126,9 @@ class Session:
         self.lookahead = lookahead_samples(codec.preset)
         self.clock = SessionClock(self.period, self.lookahead / codec.sample_rate, cfg.grace_s)
         self.buffer: JitterBuffer[Received] = JitterBuffer(self.n_sources)
-        self.istft = StreamingISTFT(codec.preset, codec.cfg.num_mics)
+        out_channels = getattr(decoder.enhancer, "out_channels", None)
+        self.out_channels = out_channels(codec.cfg.num_mics) if out_channels else codec.cfg.num_mics
+        self.istft = StreamingISTFT(codec.preset, self.out_channels)
         self.record_limit = int(record_seconds * codec.sample_rate)
         self.state = "waiting"
         self.created = time.time()
@@ -509,9 +511,10 @@ class Session:
 
     # ------------------------------------------------------------------ reporting
     def audio(self) -> np.ndarray:
-        """Decoded audio recorded so far ``[M, n]``."""
+        """Output audio recorded so far ``[C, n]``: the M decoded microphones, or the enhanced
+        speech (C = 1) with the ``sgmse`` stage on the reference microphone."""
         if not self.output:
-            return np.zeros((self.codec.cfg.num_mics, 0), dtype=np.float32)
+            return np.zeros((self.out_channels, 0), dtype=np.float32)
         return np.concatenate(self.output, axis=-1)
 
     def summary(self) -> dict[str, Any]:

@@ -87,6 +87,10 @@ class ReceiverSettings(BaseSettings):
     mics_reference: str | None = None
     grace_s: float = 0.1
     enhancer: str = "identity"
+    enhancer_checkpoint: str | None = None  # sgmse: default the newest checkpoint_dir/enhancer-*.ckpt
+    enhance_sampler: str = "realtime"  # sgmse sampler preset: realtime, fast, quality
+    enhance_steps: int | None = Field(None, ge=1)  # override the preset's number of steps
+    enhance_mics: Literal["ref", "all"] = "ref"  # enhance the reference microphone only, or every one
     max_batch: int = Field(64, ge=1)
     threads: int | None = Field(None, ge=1)
     max_frame_bytes: int = Field(MAX_FRAME_BYTES, ge=256)

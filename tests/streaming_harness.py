@@ -158,9 +158,10 @@ def write_capacity_trace(path: Path, rows: list[tuple[float, float]]) -> Path:
     return path
 
 
-def offline_decode(codec, audio: torch.Tensor, steps: list[dict[str, Any]]) -> torch.Tensor:
+def offline_decode(codec, audio: torch.Tensor, steps: list[dict[str, Any]], stage=None) -> torch.Tensor:
     """Decode what the receiver received, offline: per step, each source's coefficients coded
-    with the step's allocation and bit budget (None where nothing arrived) -> audio ``[M, N]``."""
+    with the step's allocation and bit budget (None where nothing arrived) -> audio ``[M, N]``
+    (``[C, N]`` after an enhancement ``stage`` applied to each step on its own)."""
     n = audio.shape[-1]
     spec = codec.spectra(audio)
     chunks = codec.chunk(spec)
@@ -178,7 +179,8 @@ def offline_decode(codec, audio: torch.Tensor, steps: list[dict[str, Any]]) -> t
             enc = codec.encode_payload(full[s][i], st["allocation"][str(s)], st["bits_allocated"][str(s)])
             assert enc.k == k
             per.append(torch.from_numpy(codec.coder.decode(enc.payload, enc.k))[None])
-        rows.append(codec.decode_coefficients(per))
+        row = codec.decode_coefficients(per)
+        rows.append(stage(row) if stage is not None else row)
     out = torch.cat(rows)
     return codec.to_audio(codec.unchunk(out, spec.shape[-1]), n)
 

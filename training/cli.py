@@ -11,7 +11,7 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one codec architecture from a TOML config")
     p.add_argument("--config", required=True, help="TOML file (or a name in training/configs/)")
-    p.add_argument("--run-dir", type=Path, help="where state, log and checkpoint go (default runs/<arch>)")
+    p.add_argument("--run-dir", type=Path, help="where state, log and checkpoint go (default runs/<config name>)")
     p.add_argument("--out", type=Path, help="also copy the final checkpoint here")
     p.add_argument("--ship", type=Path, metavar="DIR",
                    help="also write DIR/<arch>-<hash8>.ckpt (replacing older ones of that arch)")
@@ -21,6 +21,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_train)
+
+    h = sub.add_parser("train-enhancer", help="train the receiver's score-based enhancer (SGMSE)")
+    h.add_argument("--config", default="enhancer.toml", help="TOML file (default training/configs/enhancer.toml)")
+    h.add_argument("--run-dir", type=Path, help="default runs/<config name>")
+    h.add_argument("--out", type=Path, help="also copy the final checkpoint here")
+    h.add_argument("--ship", type=Path, metavar="DIR", help="also write DIR/enhancer-<hash8>.ckpt")
+    h.add_argument("--resume", action="store_true")
+    h.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    h.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    h.add_argument("--no-progress", action="store_true")
+    h.set_defaults(func=_train_enhancer)
 
     e = sub.add_parser("evaluate", help="PSNR/SI-SDR/PESQ/STOI against bandwidth (paper Fig. 3b)")
     e.add_argument("--out", type=Path, required=True)
@@ -38,6 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "decoded magnitude, started from the decoder's phase)")
     e.add_argument("--gl-iters", type=int, default=16)
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    e.add_argument("--task-aware", action="store_true",
+                   help="the task- and perception-aware experiment (Fig. 3c, Fig. 4): task-aware codecs "
+                        "(default checkpoints/task_aware/) followed by the score-based enhancer")
+    e.add_argument("--enhancer", type=Path, help="enhancer checkpoint (default checkpoints/enhancer-*.ckpt)")
+    e.add_argument("--sampler", help="enhancer sampler: a preset name (quality, fast, realtime) or "
+                                     "default the checkpoint's")
+    e.add_argument("--perception-dir", type=Path,
+                   help="lambda_perc sweep for Fig. 4: DIR/lp-<value>/ndpca-e4d1-*.ckpt (default checkpoints/perception)")
     e.set_defaults(func=_evaluate)
 
 
@@ -52,7 +71,7 @@ def _train(args: argparse.Namespace) -> int:
     for item in args.set:
         overrides = _merge(overrides, parse_override(item))
     cfg = load_config(args.config, overrides)
-    run_dir = args.run_dir or Path("runs") / cfg.model.arch
+    run_dir = args.run_dir or Path("runs") / Path(args.config).stem
     provenance = {"command": "ndpca " + " ".join(sys.argv[1:]), "config": str(args.config)}
     path = train(cfg, run_dir, out=args.out, resume=args.resume, progress=not args.no_progress,
                  device=resolve_device(args.device), provenance=provenance)
@@ -60,6 +79,25 @@ def _train(args: argparse.Namespace) -> int:
         path = ship_checkpoint(path, args.ship, cfg.model.arch)
     if path is not None:
         print(f"checkpoint: {path}")
+    return 0
+
+
+def _train_enhancer(args: argparse.Namespace) -> int:
+    from shared.device import resolve_device
+    from training.config import _merge, parse_override
+    from training.enhancer_train import load_enhancer_config, train_enhancer
+
+    overrides: dict = {}
+    for item in args.set:
+        overrides = _merge(overrides, parse_override(item))
+    cfg = load_enhancer_config(args.config, overrides)
+    run_dir = args.run_dir or Path("runs") / Path(args.config).stem
+    provenance = {"command": "ndpca " + " ".join(sys.argv[1:]), "config": str(args.config)}
+    path = train_enhancer(cfg, run_dir, out=args.out, resume=args.resume, progress=not args.no_progress,
+                          device=resolve_device(args.device), provenance=provenance)
+    if args.ship is not None:
+        path = ship_checkpoint(path, args.ship, "enhancer")
+    print(f"checkpoint: {path}")
     return 0
 
 
@@ -84,6 +122,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from shared.errors import UserError
     from training.evaluate import DEFAULT_CKPT_DIR, METHODS, run_evaluation
 
+    if args.task_aware:
+        return _evaluate_task(args)
     methods = tuple(args.methods.split(",")) if args.methods else tuple(METHODS)
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -102,4 +142,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     if "real" in res:
         print(f"real speech: {args.out / 'real' / 'summary.md'}")
     print(json.dumps(json.loads((args.out / "headline.json").read_text())["mean_below_full"], indent=1))
+    return 0
+
+
+def _evaluate_task(args: argparse.Namespace) -> int:
+    from shared.device import resolve_device
+    from training.evaluate_task import PERCEPTION_DIR, TASK_DIR, TASK_METHODS, run_task_evaluation
+
+    methods = tuple(args.methods.split(",")) if args.methods else tuple(TASK_METHODS)
+    try:
+        bws = tuple(int(b) for b in args.bandwidths.split(","))
+    except ValueError:
+        from shared.errors import UserError
+
+        raise UserError(f"--bandwidths must be comma-separated integers, got {args.bandwidths!r}") from None
+    res = run_task_evaluation(
+        args.out, args.checkpoints or TASK_DIR, args.enhancer, args.data_dir, args.limit, bws, methods,
+        args.sampler, perceptual=not args.no_perceptual, workers=args.workers, real=not args.no_real,
+        device=resolve_device(args.device), perception_dir=args.perception_dir or PERCEPTION_DIR,
+    )
+    print(f"results: {args.out / 'results.csv'}, summary: {args.out / 'summary.md'}, "
+          f"plots: {args.out / 'fig3c_psnr.png'}, {args.out / 'fig4_rdp.png'} ({res['seconds']:.0f} s)")
+    print(json.dumps(res["synthetic"]["headline"]["mean_below_full"], indent=1))
     return 0

@@ -46,6 +46,7 @@ class TrainSection(BaseModel):
     log_every: int = Field(50, ge=1)
     weights_dtype: str = "float16"
     threads: int | None = None
+    init_from: str | None = None  # start from a codec checkpoint (a path, or an architecture in checkpoints/)
 
 
 class RateSection(BaseModel):
@@ -70,6 +71,28 @@ class LossWeights(BaseModel):
     nuclear: float = 0.1
 
 
+class TaskSection(BaseModel):
+    """Task- and perception-aware terms (paper sections 4.2-4.3):
+    ``L = task-agnostic + lambda_task * L_enh + lambda_perc * (L_adv + feat_weight * L_feat)``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lambda_task: float = Field(0.0, ge=0)
+    lambda_perc: float = Field(0.0, ge=0)
+    enhancer: str | None = None  # enhancer checkpoint (default: the shipped one in checkpoints/)
+    t_task: float = Field(0.35, gt=0, le=1)  # diffusion time of the one-step enhancement in the loss
+    ref_mic: int = Field(0, ge=0)  # the microphone the enhancer restores (the clean reference's)
+    perc_mics: str = "all"  # "all" microphones or only "ref" go through the discriminator
+    feat_weight: float = Field(1.0, ge=0)
+    disc_lr: float = Field(3e-4, gt=0)
+    task_batch: int | None = Field(None, ge=1)  # the extra terms use the batch's first N chunks (cost)
+    disc_n_ffts: list[int] = Field(default_factory=lambda: [1024, 2048, 512, 256, 128])  # MS-STFT scales
+
+    @property
+    def active(self) -> bool:
+        return self.lambda_task > 0 or self.lambda_perc > 0
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -78,6 +101,7 @@ class TrainConfig(BaseModel):
     train: TrainSection = Field(default_factory=TrainSection)
     rate: RateSection = Field(default_factory=RateSection)
     loss: LossWeights = Field(default_factory=LossWeights)
+    task: TaskSection = Field(default_factory=TaskSection)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

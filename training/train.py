@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from shared.codec import Codec
+from shared.errors import ConfigError
 from shared.models.architectures import DistributedAutoencoder, ModelConfig
 from shared.ndpca import (
     batch_pca_bottleneck,
@@ -71,21 +72,28 @@ def resolve_bottleneck(cfg: TrainConfig) -> str:
 class SpectralBank:
     """Training audio kept reflect-padded, cut into random chunks of spectra on demand."""
 
-    padded: torch.Tensor  # [E, M, N + n_fft]
+    padded: torch.Tensor  # [E, M (+1 with the clean reference), N + n_fft]
     n_frames: int  # frames of the full signal
     cfg: ModelConfig
+    with_clean: bool = False  # the last row of every example is its clean reference
 
     @classmethod
-    def from_examples(cls, examples: list[torch.Tensor], cfg: ModelConfig) -> SpectralBank:
+    def from_examples(cls, examples: list[torch.Tensor], cfg: ModelConfig,
+                      clean: list[torch.Tensor] | None = None) -> SpectralBank:
+        """``examples``: microphone signals ``[M, N]``; ``clean``: their references ``[N]``
+        (task-aware training), cut and sampled together with the microphones."""
         preset = get_preset(cfg.stft)
         n = min(e.shape[-1] for e in examples)
+        if clean is not None:
+            examples = [torch.cat([e[:, :n], c[None, :n]]) for e, c in zip(examples, clean, strict=True)]
         stacked = torch.stack([e[:, :n] for e in examples])
         if preset.frames_for(n) < cfg.frames:
             raise ValueError(f"examples of {n} samples are shorter than one chunk")
-        return cls(reflect_pad(stacked, preset), preset.frames_for(n), cfg)
+        return cls(reflect_pad(stacked, preset), preset.frames_for(n), cfg, clean is not None)
 
     def sample(self, batch: int, gen: torch.Generator) -> torch.Tensor:
-        """Random chunks ``[B, M, 2, F, frames]`` at any frame offset."""
+        """Random chunks ``[B, M, 2, F, frames]`` at any frame offset (``[B, M + 1, ...]`` with
+        the clean reference last when the bank holds it)."""
         preset = get_preset(self.cfg.stft)
         idx = torch.randint(0, self.padded.shape[0], (batch,), generator=gen)
         off = torch.randint(0, self.n_frames - self.cfg.frames + 1, (batch,), generator=gen)
@@ -100,16 +108,18 @@ class SpectralBank:
         preset = get_preset(self.cfg.stft)
         stride = stride or self.cfg.frames
         span = (self.cfg.frames - 1) * preset.hop + preset.n_fft
+        mics = self.padded[:, : self.padded.shape[1] - int(self.with_clean)]
         segs = [
-            self.padded[:, :, o * preset.hop : o * preset.hop + span]
+            mics[:, :, o * preset.hop : o * preset.hop + span]
             for o in range(0, self.n_frames - self.cfg.frames + 1, stride)
         ]
         x = torch.cat(segs)
         return to_channels(stft_frames(x, preset), self.cfg.representation)
 
 
-def load_training_audio(cfg: TrainConfig, split: str = "train") -> list[torch.Tensor]:
-    """Microphone signals ``[M, N]`` of a split, building the data set first if it is missing."""
+def load_training_audio(cfg: TrainConfig, split: str = "train", with_clean: bool = False):
+    """Microphone signals ``[M, N]`` of a split, building the data set first if it is missing;
+    with ``with_clean`` also the clean references ``[N]`` (a pair of lists)."""
     from training.data.build import DataConfig, build_dataset
     from training.data.dataset import RoomDataset, default_data_dir
 
@@ -121,13 +131,15 @@ def load_training_audio(cfg: TrainConfig, split: str = "train") -> list[torch.Te
         manifest = build_dataset(DataConfig(**build), data_dir)
     ds = RoomDataset(manifest, split)
     n = len(ds) if cfg.data.max_train_examples is None else min(len(ds), cfg.data.max_train_examples)
-    out = []
+    out, clean = [], []
     for i in range(n):
-        mics = ds[i]["mics"]
+        item = ds[i]
+        mics = item["mics"]
         if mics.shape[0] != cfg.model.num_mics:
             raise ValueError(f"data set has {mics.shape[0]} microphones, model expects {cfg.model.num_mics}")
         out.append(mics)
-    return out
+        clean.append(item["clean"])
+    return (out, clean) if with_clean else out
 
 
 def _dist_info() -> tuple[int, int]:
@@ -167,8 +179,21 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
 
-    bank = SpectralBank.from_examples(load_training_audio(cfg), cfg.model)
+    objective = None
+    if cfg.task.active:
+        from training.task_aware import TaskAwareObjective
+
+        if world > 1 and cfg.task.lambda_perc > 0:
+            raise ConfigError("perceptual training (task.lambda_perc > 0) runs in one process: its "
+                              "discriminator is not synchronised across ranks; run without torchrun")
+        mics, clean = load_training_audio(cfg, with_clean=True)
+        bank = SpectralBank.from_examples(mics, cfg.model, clean)
+        objective = TaskAwareObjective(cfg, dev)
+    else:
+        bank = SpectralBank.from_examples(load_training_audio(cfg), cfg.model)
     model = DistributedAutoencoder(cfg.model).to(dev)  # same init on every rank (same seed)
+    if cfg.train.init_from:
+        init_from_checkpoint(model, cfg)
     module: nn.Module = BottleneckedAutoencoder(model, resolve_bottleneck(cfg))
     if world > 1:
         module = nn.parallel.DistributedDataParallel(module)
@@ -184,6 +209,8 @@ def train(
         gen.set_state(state["gen"][rank] if rank < len(state["gen"]) else state["gen"][0])
         kgen.set_state(state["kgen"])
         start = state["step"]
+        if objective is not None:
+            objective.load_state_dict(state.get("objective", {}))
     weights = cfg.loss.model_dump()
     total_dim = cfg.model.latent_total
     bar = tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps,
@@ -195,16 +222,26 @@ def train(
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, cfg)
             x = bank.sample(cfg.train.batch_size, gen).to(dev)
+            clean = None
+            if bank.with_clean:
+                x, clean = x[:, :-1], x[:, -1]
             full = torch.rand(1, generator=kgen).item() < cfg.train.full_latent_prob
             k = total_dim if full else random_bottleneck_size(total_dim, kgen)
             outd = module(x, k)
             terms = task_agnostic_losses(outd["recon"], x, outd["latents"], cfg.model.representation)
             loss = weighted_total(terms, weights)
+            if objective is not None:
+                extra = objective.terms(outd["recon"], x, clean, gen)
+                loss = loss + objective.weighted(extra)
+                terms.update(extra)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             opt.step()
+            if objective is not None:
+                terms.update({f"disc_{n}": torch.tensor(v) for n, v in
+                              objective.discriminator_step(outd["recon"], x).items()})
             if rank == 0 and (step % cfg.train.log_every == 0 or step == cfg.train.steps - 1):
                 rec = {"step": step, "k": k, "loss": loss.item(), "lr": opt.param_groups[0]["lr"],
                        "elapsed_s": round(time.time() - t0, 1)}
@@ -213,12 +250,12 @@ def train(
                 logf.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{-rec['psnr']:.1f}", k=k)
             if rank == 0 and ((step + 1) % cfg.train.checkpoint_every == 0):
-                _save_state(state_path, model, opt, gen, kgen, step + 1, world)
+                _save_state(state_path, model, opt, gen, kgen, step + 1, world, objective)
     if world > 1:
         dist.barrier()
     if rank != 0:
         return None
-    _save_state(state_path, model, opt, gen, kgen, cfg.train.steps, world)
+    _save_state(state_path, model, opt, gen, kgen, cfg.train.steps, world, objective)
     path = finalize(cfg, model, bank, run_dir, provenance)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -227,11 +264,30 @@ def train(
     return path
 
 
-def _save_state(path: Path, model, opt, gen, kgen, step: int, world: int) -> None:
+def _save_state(path: Path, model, opt, gen, kgen, step: int, world: int, objective=None) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": [gen.get_state()] * world,
-                "kgen": kgen.get_state(), "step": step}, tmp)
+                "kgen": kgen.get_state(), "step": step,
+                "objective": objective.state_dict() if objective is not None else {}}, tmp)
     tmp.replace(path)
+
+
+def init_from_checkpoint(model: DistributedAutoencoder, cfg: TrainConfig) -> str:
+    """Load the weights of ``train.init_from`` (a codec checkpoint path or an architecture
+    shipped in checkpoints/) into ``model``; the architecture and sizes must match."""
+    from training.evaluate import DEFAULT_CKPT_DIR, find_checkpoint
+
+    name = cfg.train.init_from
+    assert name
+    path = Path(name) if (name.endswith(".ckpt") or Path(name).exists()) else find_checkpoint(DEFAULT_CKPT_DIR, name)
+    src = Codec.load(path, expect_arch=cfg.model.arch)
+    if src.cfg.model_dump() != cfg.model.model_dump():
+        diff = {k: (v, cfg.model.model_dump().get(k)) for k, v in src.cfg.model_dump().items()
+                if cfg.model.model_dump().get(k) != v}
+        raise ConfigError(f"train.init_from {path}: its model config differs from this run's "
+                          f"(checkpoint vs config: {diff}); use the same [model] section")
+    model.load_state_dict(src.model.state_dict())
+    return str(path)
 
 
 @torch.no_grad()

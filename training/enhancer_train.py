@@ -1,0 +1,288 @@
+"""``ndpca enhancer train``: the receiver's score-based enhancer (SGMSE, DESIGN.md section 3).
+
+Pairs of (degraded, clean) compressed complex spectrograms come from the room data set:
+
+* ``mic``: microphone 0 as recorded (reverberant, noisy) -> the clean reference;
+* ``decoded``: microphone 0 after a codec checkpoint coded the whole room at a random total
+  bandwidth of the sweep (allocation, quantisation and entropy coding as in streaming) ->
+  the clean reference. This is what the enhancer sees inside the receiver.
+
+Training minimises denoising score matching (Eq. 17) on random crops of ``frames`` frames.
+The checkpoint stores the network, the SDE and the default sampler settings; the run folder
+holds ``state.pt`` (resumable), ``log.jsonl`` and the cached decoded pool.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tqdm import tqdm
+
+from shared.enhancer import (
+    SAMPLER_PRESETS,
+    SCORE_NET_PRESETS,
+    ScoreEnhancer,
+    SDEConfig,
+    sampler_from_name,
+)
+from shared.errors import ConfigError
+from shared.stft import get_preset, stft, to_channels
+from training.config import DataSection, _merge, _read_toml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class EnhancerSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    net: str = "cpu"  # a preset of shared.enhancer.SCORE_NET_PRESETS
+    sampler: str = "fast"  # default sampler stored in the checkpoint
+    stft: str = "stream"
+    theta: float = 1.5
+    sigma_min: float = 0.05
+    sigma_max: float = 0.5
+    t_eps: float = 0.03
+
+
+class InputsSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    codec: str | None = None  # codec checkpoint for decoded inputs (a path or an architecture name in checkpoints/)
+    decoded_prob: float = Field(0.5, ge=0, le=1)  # share of decoded inputs in a batch
+    bandwidths: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128, 256])
+    decoded_per_example: int = Field(1, ge=1)
+
+
+class EnhancerTrainSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    steps: int = Field(1500, ge=1)
+    batch_size: int = Field(16, ge=1)
+    frames: int = Field(64, ge=4)
+    lr: float = Field(1e-3, gt=0)
+    lr_min: float = 1e-5
+    grad_clip: float = 1.0
+    ema: float = Field(0.999, ge=0, lt=1)
+    checkpoint_every: int = 250
+    log_every: int = 25
+    threads: int | None = None
+
+
+class EnhancerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enhancer: EnhancerSection = Field(default_factory=EnhancerSection)
+    inputs: InputsSection = Field(default_factory=InputsSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: EnhancerTrainSection = Field(default_factory=EnhancerTrainSection)
+
+
+def load_enhancer_config(path: str | Path, overrides: dict[str, Any] | None = None) -> EnhancerConfig:
+    path = Path(path)
+    raw = _merge(_read_toml(path), overrides or {})
+    try:
+        cfg = EnhancerConfig(**raw)
+    except ValidationError as exc:
+        problems = [f"unknown key {'.'.join(map(str, e['loc']))!r}" if e["type"] == "extra_forbidden"
+                    else f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"{path}: " + "; ".join(problems) + " (see training/configs/enhancer.toml)") from None
+    if cfg.enhancer.net not in SCORE_NET_PRESETS:
+        raise ConfigError(f"{path}: enhancer.net {cfg.enhancer.net!r} is not one of {sorted(SCORE_NET_PRESETS)}")
+    sampler_from_name(cfg.enhancer.sampler)
+    return cfg
+
+
+def resolve_codec_path(name: str) -> Path:
+    """A codec checkpoint path, or an architecture whose shipped checkpoint is in checkpoints/."""
+    p = Path(name)
+    if p.suffix == ".ckpt" or p.exists():
+        return p
+    from training.evaluate import DEFAULT_CKPT_DIR, find_checkpoint
+
+    return find_checkpoint(DEFAULT_CKPT_DIR, name)
+
+
+class PairBank:
+    """Full-length (degraded, clean) spectrogram pairs ``[2, F, T]``; random crops on demand."""
+
+    def __init__(self, mic_pairs: list[tuple[torch.Tensor, torch.Tensor]],
+                 decoded_pairs: list[tuple[torch.Tensor, torch.Tensor]], frames: int) -> None:
+        self.mic, self.decoded, self.frames = mic_pairs, decoded_pairs, frames
+        short = [y.shape[-1] for y, _ in mic_pairs + decoded_pairs if y.shape[-1] < frames]
+        if short:
+            raise ConfigError(f"examples of {min(short)} frames are shorter than train.frames={frames}")
+
+    def sample(self, batch: int, decoded_prob: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        ys, xs = [], []
+        for _ in range(batch):
+            use_dec = bool(self.decoded) and torch.rand(1, generator=gen).item() < decoded_prob
+            pool = self.decoded if use_dec else self.mic
+            y, x = pool[int(torch.randint(len(pool), (1,), generator=gen))]
+            o = int(torch.randint(y.shape[-1] - self.frames + 1, (1,), generator=gen))
+            ys.append(y[..., o : o + self.frames])
+            xs.append(x[..., o : o + self.frames])
+        return torch.stack(ys), torch.stack(xs)
+
+
+def _spectra(wave: torch.Tensor, preset_name: str) -> torch.Tensor:
+    return to_channels(stft(wave, get_preset(preset_name)), "complex")
+
+
+def build_pairs(cfg: EnhancerConfig, split: str, run_dir: Path | None = None,
+                progress: bool = True) -> PairBank:
+    """Read the split and make its pairs (decoded ones cached in ``run_dir``)."""
+    from training.data.dataset import RoomDataset, default_data_dir
+
+    data_dir = Path(cfg.data.dir) if cfg.data.dir else default_data_dir()
+    manifest = data_dir / "manifest.json"
+    if not manifest.is_file() or cfg.data.build:
+        from training.data.build import DataConfig, build_dataset
+
+        manifest = build_dataset(DataConfig(**cfg.data.build), data_dir)
+    ds = RoomDataset(manifest, split)
+    n = len(ds) if cfg.data.max_train_examples is None else min(len(ds), cfg.data.max_train_examples)
+    examples = [ds[i] for i in range(n)]
+    mic_pairs = [(_spectra(ex["mics"][0], cfg.enhancer.stft), _spectra(ex["clean"], cfg.enhancer.stft))
+                 for ex in examples]
+    decoded_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if cfg.inputs.codec and cfg.inputs.decoded_prob > 0:
+        from shared.codec import Codec
+
+        path = resolve_codec_path(cfg.inputs.codec)
+        codec = Codec.load(path)
+        if codec.cfg.representation != "complex" or codec.cfg.stft != cfg.enhancer.stft:
+            raise ConfigError(f"codec {path} uses {codec.cfg.representation}/{codec.cfg.stft}; the enhancer "
+                              f"needs a complex-representation codec on the {cfg.enhancer.stft!r} preset")
+        cache = (run_dir / f"decoded-{split}-{codec.sha256[:12]}-{n}.pt") if run_dir else None
+        if cache is not None and cache.is_file():
+            decoded_pairs = torch.load(cache, weights_only=True)
+        else:
+            rng = random.Random(cfg.train.seed)
+            for ex, (_, x) in tqdm(list(zip(examples, mic_pairs)), disable=not progress, desc=f"decode {split}"):
+                for _ in range(cfg.inputs.decoded_per_example):
+                    total = rng.choice(cfg.inputs.bandwidths)
+                    _, stats = codec.code_signal(ex["mics"], total)
+                    decoded_pairs.append((stats["spectra"][0].cpu().clone(), x))
+            if cache is not None:
+                torch.save(decoded_pairs, cache)
+    return PairBank(mic_pairs, decoded_pairs, cfg.train.frames)
+
+
+def _lr_at(step: int, t: EnhancerTrainSection) -> float:
+    warm = min(100, t.steps // 10 + 1)
+    if step < warm:
+        return t.lr * (step + 1) / warm
+    p = (step - warm) / max(1, t.steps - warm)
+    return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1 + math.cos(math.pi * p))
+
+
+def make_enhancer(cfg: EnhancerConfig) -> ScoreEnhancer:
+    e = cfg.enhancer
+    return ScoreEnhancer(SCORE_NET_PRESETS[e.net], SDEConfig(e.theta, e.sigma_min, e.sigma_max, e.t_eps),
+                         sampler_from_name(e.sampler), stft=e.stft, representation="complex")
+
+
+def train_enhancer(cfg: EnhancerConfig, run_dir: Path, out: Path | None = None, resume: bool = False,
+                   progress: bool = True, device: str = "cpu",
+                   provenance: dict[str, Any] | None = None) -> Path:
+    """Train, keep an EMA of the weights, write ``RUN_DIR/enhancer.ckpt`` (EMA weights)."""
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(t.seed)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
+    bank = build_pairs(cfg, "train", run_dir, progress)
+    enh = make_enhancer(cfg).to(device)
+    ema = make_enhancer(cfg).to(device)
+    ema.load_state_dict(enh.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.Adam(enh.parameters(), lr=t.lr)
+    gen = torch.Generator().manual_seed(t.seed)
+    noise_gen = torch.Generator(device=device).manual_seed(t.seed + 1)
+    start = 0
+    state_path = run_dir / "state.pt"
+    if resume and state_path.is_file():
+        st = torch.load(state_path, map_location=device, weights_only=False)
+        enh.load_state_dict(st["model"])
+        ema.load_state_dict(st["ema"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        noise_gen.set_state(st["noise_gen"])
+        start = st["step"]
+    bar = tqdm(range(start, t.steps), initial=start, total=t.steps, disable=not progress, desc="train enhancer")
+    t0 = time.time()
+    with open(run_dir / "log.jsonl", "a") as logf:
+        for step in bar:
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, t)
+            y, x = bank.sample(t.batch_size, cfg.inputs.decoded_prob, gen)
+            enh.train()
+            loss = enh.dsm_loss(x.to(device), y.to(device), generator=noise_gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_(enh.parameters(), t.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                decay = min(t.ema, (1 + step) / (10 + step))
+                for pe, p in zip(ema.parameters(), enh.parameters()):
+                    pe.lerp_(p, 1 - decay)
+            if step % t.log_every == 0 or step == t.steps - 1:
+                rec = {"step": step, "loss": round(loss.item(), 5), "lr": opt.param_groups[0]["lr"],
+                       "elapsed_s": round(time.time() - t0, 1)}
+                logf.write(json.dumps(rec) + "\n")
+                logf.flush()
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+            if (step + 1) % t.checkpoint_every == 0 or step == t.steps - 1:
+                tmp = state_path.with_suffix(".tmp")
+                torch.save({"model": enh.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                            "gen": gen.get_state(), "noise_gen": noise_gen.get_state(), "step": step + 1}, tmp)
+                tmp.replace(state_path)
+    ema = ema.cpu().eval()
+    val = validate(ema, cfg, progress=False)
+    path = run_dir / "enhancer.ckpt"
+    ema.save(path, {"train_config": json.loads(cfg.model_dump_json()), "provenance": provenance or {},
+                    "validation": val})
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        import shutil
+
+        shutil.copyfile(path, out)
+        path = out
+    return path
+
+
+@torch.no_grad()
+def validate(enh: ScoreEnhancer, cfg: EnhancerConfig, n: int = 16, progress: bool = False) -> dict[str, float]:
+    """DSM loss and PSNR (Eq. 13, against the clean reference) of the default sampler on
+    validation crops of microphone 0, next to the unprocessed input's PSNR."""
+    from training.losses import psnr_db
+
+    try:
+        bank = build_pairs(cfg.model_copy(update={"inputs": cfg.inputs.model_copy(update={"decoded_prob": 0.0})}),
+                           "val", None, progress)
+    except ConfigError:
+        return {}
+    gen = torch.Generator().manual_seed(1234)
+    y, x = bank.sample(n, 0.0, gen)
+    loss = float(enh.dsm_loss(x, y, generator=torch.Generator().manual_seed(5)))
+    est = enh.enhance(y)
+    return {"dsm_loss": round(loss, 5),
+            "psnr_input_db": round(float(psnr_db(y[:, None], x[:, None]).mean()), 3),
+            "psnr_enhanced_db": round(float(psnr_db(est[:, None], x[:, None]).mean()), 3),
+            "sampler": dict(vars(enh.sampler)) if hasattr(enh.sampler, "__dict__") else str(enh.sampler),
+            "n": n}
+
+
+__all__ = ["EnhancerConfig", "load_enhancer_config", "train_enhancer", "make_enhancer", "build_pairs",
+           "PairBank", "validate", "SAMPLER_PRESETS"]
