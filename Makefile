@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint evaluate clean weights bench
+.PHONY: venv demo test lint evaluate evaluate-task clean weights weights-task bench bench-enhancer
 
 venv: $(STAMP)
 
@@ -20,6 +20,9 @@ demo: venv
 
 evaluate: venv
 	$(BIN)/ndpca evaluate --out out/eval --limit 16
+
+evaluate-task: venv
+	$(BIN)/ndpca evaluate --task-aware --out out/eval_task --limit 16
 
 lint: venv
 	$(BIN)/ruff check .
@@ -37,5 +40,13 @@ weights: venv
 	$(BIN)/ndpca data build --workers 2
 	for a in $(ARCHS); do $(BIN)/ndpca train --config training/configs/$$a.toml --ship checkpoints --no-progress || exit 1; done
 
+# The enhancer, then the task- and perception-aware codecs (after `make weights`).
+weights-task: venv
+	$(BIN)/ndpca train-enhancer --config training/configs/enhancer.toml --ship checkpoints --no-progress
+	NDPCA=$(BIN)/ndpca bash training/configs/task-aware.sh
+
 bench: venv
 	$(BIN)/ndpca bench --out out/bench
+
+bench-enhancer: venv
+	$(BIN)/ndpca bench-enhancer --out out/bench_enhancer

@@ -381,6 +381,10 @@ class SamplerConfig:
         denoise_final: the last step returns the posterior mean (Tweedie) instead of a noisy
             sample.
         seed: seed of the sampling noise (deterministic output when not None).
+        predictor: ``reverse_diffusion`` (the reverse SDE, noise injected every step) or
+            ``probability_flow`` (the deterministic ODE ``dx = [f - g^2 s / 2] dt``: with few
+            steps it avoids the large noise of long steps).
+        start_noise: multiplier of ``std(t_start) z`` at the start (0: start exactly at y).
     """
 
     mode: str = "pc"
@@ -390,6 +394,8 @@ class SamplerConfig:
     t_start: float = 1.0
     denoise_final: bool = True
     seed: int | None = 0
+    predictor: str = "reverse_diffusion"
+    start_noise: float = 1.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -408,6 +414,10 @@ class SamplerConfig:
             problems.append(f"snr must be > 0, got {self.snr}")
         if not 0 < self.t_start <= 1:
             problems.append(f"t_start must be in (0, 1], got {self.t_start}")
+        if self.predictor not in PREDICTORS:
+            problems.append(f"predictor {self.predictor!r} is not one of {PREDICTORS}")
+        if not self.start_noise >= 0:
+            problems.append(f"start_noise must be >= 0, got {self.start_noise}")
         if self.seed is not None and not isinstance(self.seed, int):
             problems.append(f"seed must be an integer or null, got {self.seed!r}")
         if problems:
@@ -423,14 +433,19 @@ class SamplerConfig:
 
 
 SAMPLER_MODES = ("pc", "fast")
+PREDICTORS = ("reverse_diffusion", "probability_flow")
 
 #: ``quality``: the paper's reference (N 30, one corrector step, snr 0.5): 60 evaluations.
-#: ``fast``: 4 predictor steps from t = 0.5: 4 evaluations. ``realtime``: 2 steps from
-#: t = 0.4: 2 evaluations.
+#: ``fast``: 4 probability-flow steps from y at t = 0.5: 4 evaluations. ``realtime``: 2 steps
+#: from y at t = 0.35: 2 evaluations. With a handful of steps the deterministic ODE started at
+#: the degraded input beat the noisy reverse SDE clearly on validation rooms (PSNR 16.7 and
+#: 16.4 dB against 15.8 for 2-4 reverse-diffusion steps and 16.0 for ``quality``; input 14.0).
 SAMPLER_PRESETS: dict[str, SamplerConfig] = {
     "quality": SamplerConfig(),
-    "fast": SamplerConfig(mode="fast", steps=4, corrector_steps=0, t_start=0.5),
-    "realtime": SamplerConfig(mode="fast", steps=2, corrector_steps=0, t_start=0.4),
+    "fast": SamplerConfig(mode="fast", steps=4, corrector_steps=0, t_start=0.5,
+                          predictor="probability_flow", start_noise=0.0),
+    "realtime": SamplerConfig(mode="fast", steps=2, corrector_steps=0, t_start=0.35,
+                              predictor="probability_flow", start_noise=0.0),
 }
 
 
@@ -615,7 +630,8 @@ class ScoreEnhancer(nn.Module):
             b = yb.shape[0]
             n = cfg.steps
             dt = (cfg.t_start - eps_t) / n
-            x = self.sde.prior_sample(yb, generator, cfg.t_start)
+            x = yb + cfg.start_noise * (self.sde.prior_sample(yb, generator, cfg.t_start) - yb)
+            ode = cfg.predictor == "probability_flow"
             for i in range(n):
                 t = torch.full((b,), cfg.t_start - i * dt, device=yb.device, dtype=yb.dtype)
                 std = _bcast(self.sde.std(t), yb)
@@ -629,6 +645,9 @@ class ScoreEnhancer(nn.Module):
                     x = (x + std**2 * s - (1 - a) * yb) / a
                     break
                 g = _bcast(self.sde.g(t), yb)
+                if ode:
+                    x = x - (self.sde.theta * (yb - x) - 0.5 * g**2 * s) * dt
+                    continue
                 x_mean = x - (self.sde.theta * (yb - x) - g**2 * s) * dt
                 x = x_mean if i == n - 1 else x_mean + g * math.sqrt(dt) * noise()
         finally:

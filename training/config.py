@@ -131,6 +131,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return raw
 
 
+def describe_validation_error(exc: ValidationError) -> str:
+    """Pydantic errors as one line: unknown keys and bad values named by their dotted path."""
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        problems.append(f"unknown key {where!r}" if err["type"] == "extra_forbidden" else f"{where}: {err['msg']}")
+    return "; ".join(problems)
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read, merge and validate a config; raise ConfigError naming any bad key or value."""
     path = Path(path)
@@ -139,14 +148,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         cfg = TrainConfig(**raw)
         cfg.model.validate_all()
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                problems.append(f"unknown key {where!r}")
-            else:
-                problems.append(f"{where}: {err['msg']}")
-        raise ConfigError(f"{path}: " + "; ".join(problems) + " (see training/configs/*.toml)") from None
+        raise ConfigError(f"{path}: {describe_validation_error(exc)} (see training/configs/*.toml)") from None
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return cfg

@@ -34,7 +34,7 @@ from shared.enhancer import (
 )
 from shared.errors import ConfigError
 from shared.stft import get_preset, stft, to_channels
-from training.config import DataSection, _merge, _read_toml
+from training.config import DataSection, _merge, _read_toml, describe_validation_error
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,9 +91,7 @@ def load_enhancer_config(path: str | Path, overrides: dict[str, Any] | None = No
     try:
         cfg = EnhancerConfig(**raw)
     except ValidationError as exc:
-        problems = [f"unknown key {'.'.join(map(str, e['loc']))!r}" if e["type"] == "extra_forbidden"
-                    else f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"{path}: " + "; ".join(problems) + " (see training/configs/enhancer.toml)") from None
+        raise ConfigError(f"{path}: {describe_validation_error(exc)} (see training/configs/enhancer.toml)") from None
     if cfg.enhancer.net not in SCORE_NET_PRESETS:
         raise ConfigError(f"{path}: enhancer.net {cfg.enhancer.net!r} is not one of {sorted(SCORE_NET_PRESETS)}")
     sampler_from_name(cfg.enhancer.sampler)

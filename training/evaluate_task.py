@@ -456,7 +456,9 @@ def run_task_evaluation(
             raise UserError(f"no test examples in {ddir}; rebuild it with `ndpca data build`")
         rows, fmd = evaluate_task_examples(examples, codecs, enhancer, samp, bandwidths, methods, perceptual,
                                            workers, progress)
-        rdp = evaluate_rdp(examples, sweep, enhancer, samp, bandwidths, progress=progress) if sweep else []
+        # Fig. 4 on the synthetic test rooms only (the sweep is NDPCA-E4D1 at several lambda_perc)
+        rdp = evaluate_rdp(examples, sweep, enhancer, samp, bandwidths, progress=progress) \
+            if sweep and name == "synthetic" else []
         meta.update(n_examples=len(examples), data=f"{desc}, {ddir}")
         result[name] = write_outputs(odir, rows, fmd, rdp, meta, title, full)
     (out_dir / "command.txt").write_text(meta["command"] + "\n")
