@@ -267,10 +267,11 @@ def run_demo(args: argparse.Namespace) -> int:
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     rx_log = logs / "receiver.log"
+    enh = enhancer_args(args)
     rx = start_receiver(port, prep.checkpoint, rx_log, [
         "--session", SESSION, "--token-file", str(prep.token_file), "--trace", str(prep.trace),
         "--reference", str(prep.clean), "--mics-reference", str(prep.room), "--mode", "lockstep" if args.fast else "realtime",
-        "--record-dir", str(out / "record"), *enhancer_args(args),
+        "--record-dir", str(out / "record"), *enh,
     ])
     edges: list[subprocess.Popen] = []
     try:
@@ -296,6 +297,7 @@ def run_demo(args: argparse.Namespace) -> int:
             edge_stats[str(s)] = data
     stats["edges"] = edge_stats
     stats["demo"] = {"random_model": prep.random_model, "checkpoint": str(prep.checkpoint),
+                     "enhancer": "sgmse" if enh else "identity", "enhancer_options": enh[2:],
                      "room": str(prep.room), "seconds": args.seconds, "mode": "lockstep" if args.fast else "realtime",
                      "wall_seconds": time.time() - t_start}
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
@@ -310,7 +312,8 @@ def run_demo(args: argparse.Namespace) -> int:
               f"{_db(q.get('snr_db_overall'))}, of all mics vs the captured mics "
               f"{_db(q.get('mics_snr_db_overall'))}"
               + ("  (random model: expect noise)" if prep.random_model else ""))
-    print(f"decoded    {out / 'decoded.wav'}")
+    print(f"decoded    {out / 'decoded.wav'}"
+          + ("  (enhanced speech of microphone 0, score-based enhancer)" if enh else "  (the decoded microphones)"))
     print(f"stats      {out / 'stats.json'}")
     print(f"plot       {plot}")
     print(f"done in {time.time() - t_start:.0f} s")

@@ -419,13 +419,18 @@ def run_task_evaluation(
     enh_path = find_enhancer(str(enhancer_path) if enhancer_path else None)
     enhancer = ScoreEnhancer.load(enh_path, device=device)
     samp = sampler_from_name(sampler) if sampler else enhancer.sampler
-    sweep: dict[str, Codec] = {}
-    if perception_dir is not None and perception_dir.is_dir():
-        sweep = {lab: Codec.load(p, device=device, expect_arch="ndpca-e4d1") for lab, p in find_sweep(perception_dir).items()}
-        if "ndpca-e4d1" in codecs:
+
+    def load_sweep() -> dict[str, Codec]:
+        """The lambda_perc sweep (loaded when Fig. 4 is computed), plus the main NDPCA-E4D1."""
+        if perception_dir is None or not perception_dir.is_dir():
+            return {}
+        sweep = {lab: Codec.load(p, device=device, expect_arch="ndpca-e4d1")
+                 for lab, p in find_sweep(perception_dir).items()}
+        if sweep and "ndpca-e4d1" in codecs:
             lp = codecs["ndpca-e4d1"].header.get("train_config", {}).get("task", {}).get("lambda_perc")
             if lp is not None and f"{lp:g}" not in sweep:
                 sweep[f"{lp:g}"] = codecs["ndpca-e4d1"]
+        return sweep
     any_codec = next(iter(codecs.values()))
     full = sum(any_codec.latent_sizes)
     data_dir = data_dir or default_data_dir()
@@ -457,8 +462,8 @@ def run_task_evaluation(
         rows, fmd = evaluate_task_examples(examples, codecs, enhancer, samp, bandwidths, methods, perceptual,
                                            workers, progress)
         # Fig. 4 on the synthetic test rooms only (the sweep is NDPCA-E4D1 at several lambda_perc)
-        rdp = evaluate_rdp(examples, sweep, enhancer, samp, bandwidths, progress=progress) \
-            if sweep and name == "synthetic" else []
+        sweep = load_sweep() if name == "synthetic" else {}
+        rdp = evaluate_rdp(examples, sweep, enhancer, samp, bandwidths, progress=progress) if sweep else []
         meta.update(n_examples=len(examples), data=f"{desc}, {ddir}")
         result[name] = write_outputs(odir, rows, fmd, rdp, meta, title, full)
     (out_dir / "command.txt").write_text(meta["command"] + "\n")

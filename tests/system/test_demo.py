@@ -37,5 +37,8 @@ def test_demo_writes_decoded_audio_stats_and_plot(tmp_path):
     assert stats["rate"]["eta"] > 0 and stats["trace"]["notes"]
     audio, sr = sf.read(out / "decoded.wav", always_2d=True)
     room, _ = sf.read(out / "room.wav", always_2d=True)
-    assert sr == 16000 and audio.shape == room.shape == (48000, 4)
+    enhanced = bool(list((REPO / "checkpoints").glob("enhancer-*.ckpt")))  # sgmse stage: mono speech
+    assert sr == 16000 and room.shape == (48000, 4) and audio.shape == (48000, 1 if enhanced else 4)
+    if enhanced:
+        assert stats["demo"]["enhancer"] == "sgmse"
     assert (out / "token").stat().st_mode & 0o077 == 0

@@ -96,3 +96,19 @@ def test_task_config_errors_are_clear(pipeline, tmp_path):
         load_config(CONFIGS / "debug.toml", {"task": {"lambda_tsk": 1.0}})
     with pytest.raises(ConfigError, match="net"):
         load_enhancer_config(CONFIGS / "enhancer-debug.toml", {"enhancer": {"net": "huge"}})
+
+
+def test_bench_enhancer_table(pipeline, tmp_path):
+    """``ndpca bench-enhancer``: one row per setting with quality and real-time factor."""
+    from ndpca.cli import main
+
+    out = tmp_path / "bench"
+    rc = main(["bench-enhancer", "--out", str(out), "--codec", str(pipeline["task"] / "ndpca-e4d1.ckpt"),
+               "--enhancer", str(pipeline["enhancer"]), "--data-dir", str(pipeline["data"]), "--limit", "1",
+               "--bandwidth", "16", "--chunks", "4", "--settings", "realtime,fast:2"])
+    assert rc == 0
+    rows = list(csv.DictReader(open(out / "bench.csv")))
+    assert [r["setting"] for r in rows] == ["decoded", "realtime", "fast:2"]
+    assert [int(r["evaluations"]) for r in rows] == [0, 2, 2]
+    assert all(float(r["rtf_median"]) > 0 for r in rows)
+    assert "RTF" in (out / "bench.md").read_text()
