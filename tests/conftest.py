@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread: the models in tests are tiny, and on a busy two-core machine two
+# OpenMP threads made small convolutions many times slower than one.
+torch.set_num_threads(1)
 
 
 def tiny_model_config(arch: str = "ndpca-e4d1", stft: str = "stream", **kw):

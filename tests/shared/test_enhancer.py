@@ -22,15 +22,6 @@ from shared.errors import CheckpointError, ConfigError
 TINY = SCORE_NET_PRESETS["tiny"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The networks here are tiny: one thread is faster than two on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _randomised(module: ScoreEnhancer | ScoreNet, seed: int = 0):
     """Give the (zero-initialised) output convolution random weights so outputs are non-trivial."""
     net = module.net if isinstance(module, ScoreEnhancer) else module

@@ -18,15 +18,6 @@ from training.perceptual import (
 TINY = DiscriminatorConfig(n_ffts=(128, 64), filters=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions run far faster on one thread than on two contended ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _sines(n: int, length: int = 1024, seed: int = 0) -> torch.Tensor:
     """Random-frequency, random-phase sines at 16 kHz with amplitude 0.3."""
     g = torch.Generator().manual_seed(seed)
