@@ -73,10 +73,10 @@ def run(args: argparse.Namespace) -> int:
     from shared.codec import Codec
     from shared.enhancer import ScoreEnhancer, sampler_from_name
     from shared.errors import UserError
-    from shared.stft import from_channels, istft, stft, to_channels
+    from shared.stft import convert_channels, from_channels, istft, stft, to_channels
     from shared.streaming import StreamingISTFT
     from training.data.dataset import default_data_dir
-    from training.evaluate import _load_examples, _perceptual
+    from training.evaluate import _load_examples, perceptual_scores
     from training.losses import psnr_db
     from training.metrics import si_sdr_db
     from training.task_aware import find_enhancer
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     decoded = []
     for ex in examples:
         _, st = codec.code_signal(ex["mics"].float(), args.bandwidth)
-        y = to_channels(from_channels(st["spectra"][0], codec.cfg.representation), "complex")
+        y = convert_channels(st["spectra"][0], codec.cfg.representation)
         decoded.append((y, ex["clean"].float()))
     # one session's steps: chunks of the first example, decoded coefficients as the receiver has them
     mics = examples[0]["mics"].float()
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             wave = istft(from_channels(est, "complex"), preset, clean.shape[-1]).numpy()
             scores["si_sdr_db"].append(si_sdr_db(clean.numpy(), wave))
             jobs.append((clean.numpy(), wave, sr))
-        for pesq_v, stoi_v in map(_perceptual, jobs):
+        for pesq_v, stoi_v in perceptual_scores(jobs, workers=1, progress=False):
             scores["pesq"].append(pesq_v)
             scores["stoi"].append(stoi_v)
         istft_stream = StreamingISTFT(preset, 1)

@@ -64,6 +64,8 @@ def _check_checkpoint(settings, explicit_arch: str | None) -> None:
     if explicit_arch and arch != explicit_arch:
         raise CheckpointError(f"{path} holds architecture {arch!r}, but --arch {explicit_arch} was "
                               f"asked for; pass a checkpoint trained for {explicit_arch!r}")
+    if settings.enhancer == "sgmse" and settings.enhancer_checkpoint:
+        load_checkpoint(settings.enhancer_checkpoint, expect_kind="enhancer")
 
 
 def run(args: argparse.Namespace) -> int:

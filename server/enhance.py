@@ -96,16 +96,12 @@ class ScoreBasedEnhancer:
 
     @torch.no_grad()
     def __call__(self, spectra: torch.Tensor) -> torch.Tensor:
-        from shared.stft import from_channels, to_channels
+        from shared.stft import convert_channels
 
         x = spectra[:, self.ref_mic : self.ref_mic + 1] if self.mics == "ref" else spectra
-        if self.representation != "complex":
-            x = to_channels(from_channels(x, self.representation), "complex")
         with self._lock:
-            out = self.enhancer.enhance(x, self.sampler)
-        if self.representation != "complex":
-            out = to_channels(from_channels(out, "complex"), self.representation)
-        return out
+            out = self.enhancer.enhance(convert_channels(x, self.representation), self.sampler)
+        return convert_channels(out, "complex", self.representation)
 
 
 def _identity(codec: Codec, options: dict[str, Any]) -> Enhancer:

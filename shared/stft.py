@@ -131,6 +131,13 @@ def from_channels(channels: torch.Tensor, representation: str = "complex") -> to
     return torch.polar(mag, phase)
 
 
+def convert_channels(channels: torch.Tensor, source: str, target: str = "complex") -> torch.Tensor:
+    """Channels of representation ``source`` -> channels of ``target`` (a no-op when equal)."""
+    if source == target:
+        return channels
+    return to_channels(from_channels(channels, source), target)
+
+
 def compressed_magnitude(channels: torch.Tensor, representation: str = "complex") -> torch.Tensor:
     """Compressed magnitude ``beta |X|^alpha`` from channels ``[..., 2, F, T]`` -> ``[..., F, T]``."""
     a, b = channels.unbind(dim=-3)

@@ -31,6 +31,21 @@ def test_missing_and_corrupt_checkpoints(tmp_path, capsys):
     assert str(junk) in _run(capsys, ["serve", "--checkpoint", str(junk), "--port", "0"])
 
 
+def test_bad_enhancer_checkpoint_stops_serve_before_it_starts(tmp_path, capsys):
+    codec = tmp_path / "codec.ckpt"
+    tiny_codec().save(codec)
+    junk = tmp_path / "enhancer.ckpt"
+    junk.write_bytes(b"\x00" * 64)
+    err = _run(capsys, ["serve", "--checkpoint", str(codec), "--port", "0", "--enhancer", "sgmse",
+                        "--enhancer-checkpoint", str(junk)])
+    assert str(junk) in err
+    err = _run(capsys, ["serve", "--checkpoint", str(codec), "--port", "0", "--enhancer", "sgmse",
+                        "--enhancer-checkpoint", str(codec)])
+    assert "expected 'enhancer'" in err
+    assert "ta-jae.toml" in _run(capsys, ["evaluate", "--task-aware", "--out", str(tmp_path / "o"),
+                                          "--checkpoints", str(tmp_path)])
+
+
 def test_checkpoint_of_another_architecture(tmp_path, capsys):
     path = tmp_path / "e2.ckpt"
     tiny_codec("naive-e2d1").save(path)

@@ -62,15 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from shared.device import resolve_device
-    from training.config import load_config, parse_override
+    from training.config import load_config, parse_overrides
     from training.train import train
 
-    overrides: dict = {}
-    from training.config import _merge
-
-    for item in args.set:
-        overrides = _merge(overrides, parse_override(item))
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, parse_overrides(args.set))
     run_dir = args.run_dir or Path("runs") / Path(args.config).stem
     provenance = {"command": "ndpca " + " ".join(sys.argv[1:]), "config": str(args.config)}
     path = train(cfg, run_dir, out=args.out, resume=args.resume, progress=not args.no_progress,
@@ -84,13 +79,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def _train_enhancer(args: argparse.Namespace) -> int:
     from shared.device import resolve_device
-    from training.config import _merge, parse_override
+    from training.config import parse_overrides
     from training.enhancer_train import load_enhancer_config, train_enhancer
 
-    overrides: dict = {}
-    for item in args.set:
-        overrides = _merge(overrides, parse_override(item))
-    cfg = load_enhancer_config(args.config, overrides)
+    cfg = load_enhancer_config(args.config, parse_overrides(args.set))
     run_dir = args.run_dir or Path("runs") / Path(args.config).stem
     provenance = {"command": "ndpca " + " ".join(sys.argv[1:]), "config": str(args.config)}
     path = train_enhancer(cfg, run_dir, out=args.out, resume=args.resume, progress=not args.no_progress,

@@ -9,6 +9,7 @@ overridden section by section. Unknown keys are errors that name the key and the
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,23 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return cfg
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Several ``section.key=value`` overrides merged into one nested dict."""
+    out: dict[str, Any] = {}
+    for item in items:
+        out = _merge(out, parse_override(item))
+    return out
+
+
+def warmup_cosine_lr(step: int, steps: int, lr: float, lr_min: float) -> float:
+    """Linear warm-up over ``min(100, steps // 10 + 1)`` steps, then cosine from ``lr`` to ``lr_min``."""
+    warm = min(100, steps // 10 + 1)
+    if step < warm:
+        return lr * (step + 1) / warm
+    p = (step - warm) / max(1, steps - warm)
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * p))
 
 
 def parse_override(text: str) -> dict[str, Any]:

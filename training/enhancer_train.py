@@ -15,7 +15,6 @@ holds ``state.pt`` (resumable), ``log.jsonl`` and the cached decoded pool.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from pathlib import Path
@@ -34,7 +33,13 @@ from shared.enhancer import (
 )
 from shared.errors import ConfigError
 from shared.stft import get_preset, stft, to_channels
-from training.config import DataSection, _merge, _read_toml, describe_validation_error
+from training.config import (
+    DataSection,
+    _merge,
+    _read_toml,
+    describe_validation_error,
+    warmup_cosine_lr,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,14 +179,6 @@ def build_pairs(cfg: EnhancerConfig, split: str, run_dir: Path | None = None,
     return PairBank(mic_pairs, decoded_pairs, cfg.train.frames)
 
 
-def _lr_at(step: int, t: EnhancerTrainSection) -> float:
-    warm = min(100, t.steps // 10 + 1)
-    if step < warm:
-        return t.lr * (step + 1) / warm
-    p = (step - warm) / max(1, t.steps - warm)
-    return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1 + math.cos(math.pi * p))
-
-
 def make_enhancer(cfg: EnhancerConfig) -> ScoreEnhancer:
     e = cfg.enhancer
     return ScoreEnhancer(SCORE_NET_PRESETS[e.net], SDEConfig(e.theta, e.sigma_min, e.sigma_max, e.t_eps),
@@ -222,7 +219,7 @@ def train_enhancer(cfg: EnhancerConfig, run_dir: Path, out: Path | None = None, 
     with open(run_dir / "log.jsonl", "a") as logf:
         for step in bar:
             for g in opt.param_groups:
-                g["lr"] = _lr_at(step, t)
+                g["lr"] = warmup_cosine_lr(step, t.steps, t.lr, t.lr_min)
             y, x = bank.sample(t.batch_size, cfg.inputs.decoded_prob, gen)
             enh.train()
             loss = enh.dsm_loss(x.to(device), y.to(device), generator=noise_gen)
@@ -278,7 +275,7 @@ def validate(enh: ScoreEnhancer, cfg: EnhancerConfig, n: int = 16, progress: boo
     return {"dsm_loss": round(loss, 5),
             "psnr_input_db": round(float(psnr_db(y[:, None], x[:, None]).mean()), 3),
             "psnr_enhanced_db": round(float(psnr_db(est[:, None], x[:, None]).mean()), 3),
-            "sampler": dict(vars(enh.sampler)) if hasattr(enh.sampler, "__dict__") else str(enh.sampler),
+            "sampler": enh.sampler.as_dict(),
             "n": n}
 
 

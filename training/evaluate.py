@@ -51,14 +51,14 @@ FIELDS = ["method", "bandwidth", "bitrate_bps", "psnr_db", "si_sdr_db", "pesq", 
           "coefficients_per_chunk", "n_examples", "note"]
 
 
-def find_checkpoint(ckpt_dir: Path, arch: str) -> Path:
+def find_checkpoint(ckpt_dir: Path, arch: str, config: str | None = None) -> Path:
     """``<dir>/<arch>-<hash8>.ckpt`` (shipped) or ``<dir>/<arch>.ckpt`` (fresh training)."""
     hits = sorted(ckpt_dir.glob(f"{arch}-*.ckpt")) + sorted(ckpt_dir.glob(f"{arch}.ckpt"))
     hits = [h for h in hits if h.stem == arch or h.stem[len(arch) + 1 :].isalnum()]
     if not hits:
         raise CheckpointError(
             f"no checkpoint for {arch!r} in {ckpt_dir}; train it with "
-            f"`ndpca train --config training/configs/{arch}.toml --out {ckpt_dir}/{arch}.ckpt` "
+            f"`ndpca train --config training/configs/{config or arch}.toml --out {ckpt_dir}/{arch}.ckpt` "
             "or pass --checkpoints DIR"
         )
     return hits[0]
@@ -77,6 +77,16 @@ def reference_waveform(codec: Codec, stats: dict[str, Any], decoded: torch.Tenso
 def _perceptual(job: tuple[np.ndarray, np.ndarray, int]) -> tuple[float, float]:
     ref, est, sr = job
     return pesq_wb(ref, est, sr), stoi(ref, est, sr)
+
+
+def perceptual_scores(jobs: list[tuple[np.ndarray, np.ndarray, int]], workers: int = 2,
+                      progress: bool = True) -> list[tuple[float, float]]:
+    """(PESQ-WB, STOI) of every (reference, estimate, rate) job, in a process pool."""
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            return list(tqdm(pool.map(_perceptual, jobs, chunksize=4), total=len(jobs),
+                             disable=not progress, desc="pesq/stoi"))
+    return [_perceptual(j) for j in tqdm(jobs, disable=not progress, desc="pesq/stoi")]
 
 
 def _load_examples(data_dir: Path, split: str, limit: int | None) -> list[dict[str, Any]]:
@@ -163,14 +173,7 @@ def evaluate_examples(
             jobs.append((ref0, dec[0].numpy(), sr))
     bar.close()
     if perceptual:
-        todo = [j for j in jobs if j is not None]
-        if workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                res = list(tqdm(pool.map(_perceptual, todo, chunksize=4), total=len(todo),
-                                disable=not progress, desc="pesq/stoi"))
-        else:
-            res = [_perceptual(j) for j in tqdm(todo, disable=not progress, desc="pesq/stoi")]
-        it = iter(res)
+        it = iter(perceptual_scores([j for j in jobs if j is not None], workers, progress))
         for row, job in zip(rows, jobs):
             row["pesq"], row["stoi"] = next(it) if job is not None else (float("nan"), float("nan"))
     else:

@@ -27,7 +27,7 @@ import torch
 
 from shared.enhancer import ScoreEnhancer
 from shared.errors import ConfigError
-from shared.stft import from_channels, get_preset, istft, to_channels
+from shared.stft import convert_channels, from_channels, get_preset, istft
 from training.config import TaskSection, TrainConfig
 from training.losses import complex_mse_loss, mse_loss, psnr_db
 
@@ -42,19 +42,14 @@ def find_enhancer(name: str | None, ckpt_dir: Path = REPO / "checkpoints") -> Pa
             raise ConfigError(f"enhancer checkpoint {p} does not exist; train one with "
                               "`ndpca train-enhancer --config training/configs/enhancer.toml`")
         return p
-    hits = sorted(ckpt_dir.glob("enhancer-*.ckpt")) + sorted(ckpt_dir.glob("enhancer.ckpt"))
-    if not hits:
+    from shared.streaming import find_checkpoint
+
+    found = find_checkpoint("enhancer", ckpt_dir)
+    if found is None:
         raise ConfigError(f"no enhancer checkpoint in {ckpt_dir}; train one with "
                           "`ndpca train-enhancer --config training/configs/enhancer.toml --ship checkpoints` "
                           "or set task.enhancer")
-    return hits[0]
-
-
-def to_complex_channels(channels: torch.Tensor, representation: str) -> torch.Tensor:
-    """Channels of any representation -> the enhancer's compressed complex channels."""
-    if representation == "complex":
-        return channels
-    return to_channels(from_channels(channels, representation), "complex")
+    return found
 
 
 def waveforms(channels: torch.Tensor, representation: str, preset_name: str) -> torch.Tensor:
@@ -124,11 +119,11 @@ class TaskAwareObjective:
         if self.enhancer is not None:
             if clean is None:
                 raise ValueError("the enhancement term needs the clean reference")
-            y = to_complex_channels(recon[:, self.task.ref_mic], rep)
+            y = convert_channels(recon[:, self.task.ref_mic], rep)
             noise = torch.randn(y.shape, generator=generator, device="cpu").to(y.device) if generator is not None \
                 else torch.randn_like(y)
             enhanced = self.enhancer.one_step(y, self.task.t_task, noise)
-            out["task"] = enhancement_terms(enhanced, to_complex_channels(clean, rep), self.weights)
+            out["task"] = enhancement_terms(enhanced, convert_channels(clean, rep), self.weights)
         if self.perceptual is not None:
             fake = waveforms(self._perc_channels(recon), rep, self.model_cfg.stft)
             real = waveforms(self._perc_channels(inputs), rep, self.model_cfg.stft)

@@ -9,7 +9,6 @@ at the end, fits the NDPCA bases on the training set and writes the codec checkp
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -33,7 +32,7 @@ from shared.ndpca import (
     random_bottleneck_size,
 )
 from shared.stft import get_preset, reflect_pad, stft_frames, to_channels
-from training.config import TrainConfig
+from training.config import TrainConfig, warmup_cosine_lr
 from training.losses import task_agnostic_losses, weighted_total
 
 
@@ -151,12 +150,7 @@ def _dist_info() -> tuple[int, int]:
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
-    t = cfg.train
-    warm = min(100, t.steps // 10 + 1)
-    if step < warm:
-        return t.lr * (step + 1) / warm
-    p = (step - warm) / max(1, t.steps - warm)
-    return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1 + math.cos(math.pi * p))
+    return warmup_cosine_lr(step, cfg.train.steps, cfg.train.lr, cfg.train.lr_min)
 
 
 def train(
