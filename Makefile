@@ -39,6 +39,7 @@ ARCHS := jae ndpca-e2d1 ndpca-e4d1 naive-e2d1 naive-e4d1
 weights: venv
 	$(BIN)/ndpca data build --workers 2
 	for a in $(ARCHS); do $(BIN)/ndpca train --config training/configs/$$a.toml --ship checkpoints --no-progress || exit 1; done
+	for e in e2d1 e4d1; do $(BIN)/ndpca train --config training/configs/naive-$$e-full.toml --ship checkpoints/full_latent --no-progress || exit 1; done
 
 # The enhancer, then the task- and perception-aware codecs (after `make weights`).
 weights-task: venv

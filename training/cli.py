@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser("evaluate", help="PSNR/SI-SDR/PESQ/STOI against bandwidth (paper Fig. 3b)")
     e.add_argument("--out", type=Path, required=True)
-    e.add_argument("--checkpoints", type=Path, help="folder with <arch>*.ckpt (default checkpoints/)")
+    e.add_argument("--checkpoints", type=Path, help="folder with <arch>-*.ckpt, and full_latent/<arch>-*.ckpt "
+                   "for the full-latent naive baselines (default checkpoints/)")
     e.add_argument("--data-dir", type=Path, help="room data set (default data/rooms, built if missing)")
     e.add_argument("--limit", type=int, help="use only N test examples")
     e.add_argument("--bandwidths", default="8,16,32,64,128,256")

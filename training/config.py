@@ -47,7 +47,7 @@ class TrainSection(BaseModel):
     log_every: int = Field(50, ge=1)
     weights_dtype: str = "float16"
     threads: int | None = None
-    init_from: str | None = None  # start from a codec checkpoint (a path, or an architecture in checkpoints/)
+    init_from: str | None = None  # start from a codec checkpoint (a path, or "[subfolder/]arch" in checkpoints/)
 
 
 class RateSection(BaseModel):

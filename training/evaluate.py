@@ -35,7 +35,10 @@ from training.opus import opus_at_bitrate, opus_min_bitrate
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CKPT_DIR = REPO / "checkpoints"
 BANDWIDTHS = (8, 16, 32, 64, 128, 256)
-# method -> (checkpoint architecture, allocation rule)
+# method -> (codec, allocation rule); a codec is "[subfolder/]architecture" inside the
+# checkpoint folder. Two naive baselines: "naive-*" trained with a random first-k truncation
+# (ordered latents, a strong baseline) and "naive-full-*" trained on the full latent with
+# nothing of NDPCA (the paper's "same encoders without NDPCA" taken literally).
 METHODS: dict[str, tuple[str, str]] = {
     "jae": ("jae", "ndpca"),
     "ndpca-e2d1": ("ndpca-e2d1", "ndpca"),
@@ -44,9 +47,19 @@ METHODS: dict[str, tuple[str, str]] = {
     "uniform-e4d1": ("ndpca-e4d1", "uniform"),
     "naive-e2d1": ("naive-e2d1", "uniform"),
     "naive-e4d1": ("naive-e4d1", "uniform"),
+    "naive-full-e2d1": ("full_latent/naive-e2d1", "uniform"),
+    "naive-full-e4d1": ("full_latent/naive-e4d1", "uniform"),
 }
+# training config (training/configs/<name>.toml) of codecs whose config is not named after them
+CODEC_CONFIGS = {"full_latent/naive-e2d1": "naive-e2d1-full", "full_latent/naive-e4d1": "naive-e4d1-full"}
+# the paper's headline numbers; its naive baseline is compared with both of ours
 PAPER = {"ndpca-e4d1 gain over naive (%)": 18.8, "ndpca-e2d1 gain over naive (%)": 16.1,
+         "ndpca-e4d1 gain over naive-full (%)": 18.8, "ndpca-e2d1 gain over naive-full (%)": 16.1,
          "ndpca-e2d1 share of JAE (%)": 91.0}
+# line style of each method in the figures
+STYLES = {"jae": "k-o", "ndpca-e2d1": "C0-s", "ndpca-e4d1": "C1-^", "uniform-e2d1": "C0:s",
+          "uniform-e4d1": "C1:^", "naive-e2d1": "C0--x", "naive-e4d1": "C1--x",
+          "naive-full-e2d1": "C0-.+", "naive-full-e4d1": "C1-.+", "opus": "C3-d"}
 FIELDS = ["method", "bandwidth", "bitrate_bps", "psnr_db", "si_sdr_db", "pesq", "stoi",
           "coefficients_per_chunk", "n_examples", "note"]
 
@@ -62,6 +75,19 @@ def find_checkpoint(ckpt_dir: Path, arch: str, config: str | None = None) -> Pat
             "or pass --checkpoints DIR"
         )
     return hits[0]
+
+
+def codec_arch(codec: str) -> str:
+    """The architecture of a codec reference ``[subfolder/]architecture``."""
+    return codec.rpartition("/")[2]
+
+
+def find_codec(ckpt_dir: Path, codec: str, config_prefix: str = "") -> Path:
+    """The checkpoint of codec ``[subfolder/]architecture`` under ``ckpt_dir``; the hint for a
+    missing one names its training config (``config_prefix`` + the codec's config name)."""
+    sub, _, arch = codec.rpartition("/")
+    return find_checkpoint(ckpt_dir / sub if sub else ckpt_dir, arch,
+                           config_prefix + CODEC_CONFIGS.get(codec, arch))
 
 
 def reference_waveform(codec: Codec, stats: dict[str, Any], decoded: torch.Tensor, phase: str,
@@ -127,10 +153,10 @@ def evaluate_examples(
         cache = {a: c.signal_coefficients(mics) for a, c in codecs.items()}
         spectra_in = any_codec.spectra(mics)[None]
         for method in methods:
-            arch, rule = METHODS[method]
-            codec = codecs[arch]
+            ref, rule = METHODS[method]
+            codec = codecs[ref]
             for L in bandwidths:
-                dec, stats = codec.code_signal(mics, L, rule, coefficients=cache[arch])
+                dec, stats = codec.code_signal(mics, L, rule, coefficients=cache[ref])
                 wave0 = reference_waveform(codec, stats, dec, phase, gl_iters)
                 rows.append({
                     "method": method, "bandwidth": L, "example": ex["id"],
@@ -198,21 +224,21 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def headline(agg: list[dict[str, Any]], full: int) -> dict[str, Any]:
-    """The paper's ratios: NDPCA gain over naive (%) and NDPCA-E2D1 as a share of JAE (%)."""
-    psnr = {(r["method"], r["bandwidth"]): r["psnr_db"] for r in agg}
-    bws = sorted({bw for (_, bw) in psnr if 0 < bw < full})
+def headline(agg: list[dict[str, Any]], full: int, key: str = "psnr_db") -> dict[str, Any]:
+    """The paper's ratios on ``key``: NDPCA gain over each naive baseline and over the uniform
+    split (%), and NDPCA-E2D1 as a share of JAE (%), per bandwidth below ``full`` and their mean."""
+    val = {(r["method"], r["bandwidth"]): r[key] for r in agg}
+    bws = sorted({bw for (_, bw) in val if 0 < bw < full})
     out: dict[str, Any] = {"per_bandwidth": {}}
     for bw in bws:
         d = {}
         for e in ("e2d1", "e4d1"):
-            a, b = psnr.get((f"ndpca-{e}", bw)), psnr.get((f"naive-{e}", bw))
-            if a is not None and b is not None:
-                d[f"ndpca-{e} gain over naive (%)"] = 100 * (a - b) / abs(b)
-            u = psnr.get((f"uniform-{e}", bw))
-            if a is not None and u is not None:
-                d[f"ndpca-{e} gain over uniform (%)"] = 100 * (a - u) / abs(u)
-        j, n2 = psnr.get(("jae", bw)), psnr.get(("ndpca-e2d1", bw))
+            a = val.get((f"ndpca-{e}", bw))
+            for base in ("naive", "naive-full", "uniform"):
+                b = val.get((f"{base}-{e}", bw))
+                if a is not None and b is not None:
+                    d[f"ndpca-{e} gain over {base} (%)"] = 100 * (a - b) / abs(b)
+        j, n2 = val.get(("jae", bw)), val.get(("ndpca-e2d1", bw))
         if j is not None and n2 is not None:
             d["ndpca-e2d1 share of JAE (%)"] = 100 * n2 / j
         out["per_bandwidth"][bw] = d
@@ -250,10 +276,8 @@ def plot_fig3b(agg: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {"jae": "k-o", "ndpca-e2d1": "C0-s", "ndpca-e4d1": "C1-^", "uniform-e2d1": "C0:s",
-              "uniform-e4d1": "C1:^", "naive-e2d1": "C0--x", "naive-e4d1": "C1--x", "opus": "C3-d"}
     for ax, key, label in ((axes[0], "psnr_db", "PSNR (dB), Eq. 13"), (axes[1], "si_sdr_db", "SI-SDR (dB)")):
-        for method, style in styles.items():
+        for method, style in STYLES.items():
             pts = sorted((r["bandwidth"], r[key]) for r in agg if r["method"] == method and r["bandwidth"] > 0
                          and math.isfinite(r[key]))
             if pts:
@@ -333,8 +357,9 @@ def run_evaluation(
     from training.data.dataset import default_data_dir
 
     t0 = time.time()
-    archs = sorted({METHODS[m][0] for m in methods})
-    codecs = {a: Codec.load(find_checkpoint(ckpt_dir, a), device=device, expect_arch=a) for a in archs}
+    refs = sorted({METHODS[m][0] for m in methods})
+    paths = {r: find_codec(ckpt_dir, r) for r in refs}
+    codecs = {r: Codec.load(paths[r], device=device, expect_arch=codec_arch(r)) for r in refs}
     any_codec = next(iter(codecs.values()))
     full = sum(any_codec.latent_sizes)
     data_dir = data_dir or default_data_dir()
@@ -345,8 +370,8 @@ def run_evaluation(
     meta = {"phase": f"{phase}" + (f" ({gl_iters} iterations from the decoder's phase)" if phase == "griffinlim" else ""),
             "command": "ndpca " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("ndpca") else " ".join(sys.argv),
             "rate": any_codec.rate.__dict__, "full_latent": full,
-            "checkpoints": {a: f"{Path(c.header.get('path', find_checkpoint(ckpt_dir, a))).name} "
-                               f"(sha256 {c.sha256[:12]})" for a, c in codecs.items()}}
+            "checkpoints": {r: f"{paths[r].relative_to(ckpt_dir)} (sha256 {c.sha256[:12]})"
+                            for r, c in codecs.items()}}
     examples = _load_examples(data_dir, "test", limit)
     if not examples:
         raise UserError(f"no test examples in {data_dir}; rebuild it with `ndpca data build`")

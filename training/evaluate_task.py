@@ -37,7 +37,16 @@ from shared.codec import Codec
 from shared.enhancer import SamplerConfig, ScoreEnhancer, sampler_from_name
 from shared.errors import UserError
 from shared.stft import convert_channels, from_channels, istft, stft, to_channels
-from training.evaluate import BANDWIDTHS, METHODS, REPO, find_checkpoint, perceptual_scores
+from training.evaluate import (
+    BANDWIDTHS,
+    METHODS,
+    REPO,
+    STYLES,
+    codec_arch,
+    find_codec,
+    headline,
+    perceptual_scores,
+)
 from training.losses import psnr_db
 from training.metrics import si_sdr_db
 from training.realism import frechet_distance, log_mel_frames
@@ -46,8 +55,10 @@ TASK_DIR = REPO / "checkpoints" / "task_aware"
 PERCEPTION_DIR = REPO / "checkpoints" / "perception"
 # the paper's Fig. 3c methods: those of Fig. 3b without the uniform-split ablation
 TASK_METHODS: dict[str, tuple[str, str]] = {m: METHODS[m] for m in
-                                            ("jae", "ndpca-e2d1", "ndpca-e4d1", "naive-e2d1", "naive-e4d1")}
+                                            ("jae", "ndpca-e2d1", "ndpca-e4d1", "naive-e2d1", "naive-e4d1",
+                                             "naive-full-e2d1", "naive-full-e4d1")}
 PAPER = {"ndpca-e4d1 gain over naive (%)": 52.2, "ndpca-e2d1 gain over naive (%)": 46.9,
+         "ndpca-e4d1 gain over naive-full (%)": 52.2, "ndpca-e2d1 gain over naive-full (%)": 46.9,
          "ndpca-e2d1 share of JAE (%)": 98.1}
 METRICS = ("psnr_db", "si_sdr_db", "pesq", "stoi")
 FIELDS = ["method", "bandwidth", "bitrate_bps", "psnr_db", "si_sdr_db", "pesq", "stoi", "fmd",
@@ -97,11 +108,11 @@ def evaluate_task_examples(
         clean_feats.append(log_mel_frames(clean_np, sr))
         cache = {a: c.signal_coefficients(mics) for a, c in codecs.items()}
         for method in methods:
-            arch, rule = TASK_METHODS[method]
-            codec = codecs[arch]
+            ref, rule = TASK_METHODS[method]
+            codec = codecs[ref]
             decoded = []
             for L in bandwidths:
-                dec_audio, stats = codec.code_signal(mics, L, rule, coefficients=cache[arch])
+                dec_audio, stats = codec.code_signal(mics, L, rule, coefficients=cache[ref])
                 decoded.append((L, dec_audio[0].cpu(), stats))
             ys = torch.stack([convert_channels(s["spectra"][0].cpu(), codec.cfg.representation)
                               for _, _, s in decoded])
@@ -206,26 +217,6 @@ def aggregate(rows: list[dict[str, Any]], fmd: dict[tuple[str, int], float]) -> 
     return out
 
 
-def headline(agg: list[dict[str, Any]], full: int, key: str = "psnr_db") -> dict[str, Any]:
-    """NDPCA gain over naive (%) and NDPCA-E2D1 as a share of JAE (%) on ``key``."""
-    val = {(r["method"], r["bandwidth"]): r[key] for r in agg}
-    bws = sorted({bw for (_, bw) in val if 0 < bw < full})
-    per: dict[int, dict[str, float]] = {}
-    for bw in bws:
-        d = {}
-        for e in ("e2d1", "e4d1"):
-            a, b = val.get((f"ndpca-{e}", bw)), val.get((f"naive-{e}", bw))
-            if a is not None and b is not None:
-                d[f"ndpca-{e} gain over naive (%)"] = 100 * (a - b) / abs(b)
-        j, n2 = val.get(("jae", bw)), val.get(("ndpca-e2d1", bw))
-        if j is not None and n2 is not None:
-            d["ndpca-e2d1 share of JAE (%)"] = 100 * n2 / j
-        per[bw] = d
-    keys = sorted({k for d in per.values() for k in d})
-    return {"per_bandwidth": per,
-            "mean_below_full": {k: float(np.mean([d[k] for d in per.values() if k in d])) for k in keys}}
-
-
 def _fmt(v: Any, nd: int = 2) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}f}"
 
@@ -236,7 +227,7 @@ def plot_fig3c(agg: list[dict[str, Any]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    styles = {"jae": "k-o", "ndpca-e2d1": "C0-s", "ndpca-e4d1": "C1-^", "naive-e2d1": "C0--x", "naive-e4d1": "C1--x"}
+    styles = {m: STYLES[m] for m in TASK_METHODS}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, key, label in ((axes[0], "psnr_db", "PSNR vs clean (dB), Eq. 13"), (axes[1], "si_sdr_db", "SI-SDR (dB)"),
                            (axes[2], "pesq", "PESQ-WB")):
@@ -404,8 +395,9 @@ def run_task_evaluation(
     bad = [m for m in methods if m not in TASK_METHODS]
     if bad:
         raise UserError(f"unknown method(s) {bad} for --task-aware; choose from {list(TASK_METHODS)}")
-    archs = sorted({TASK_METHODS[m][0] for m in methods})
-    codecs = {a: Codec.load(find_checkpoint(ckpt_dir, a, f"ta-{a}"), device=device, expect_arch=a) for a in archs}
+    refs = sorted({TASK_METHODS[m][0] for m in methods})
+    paths = {r: find_codec(ckpt_dir, r, "ta-") for r in refs}
+    codecs = {r: Codec.load(paths[r], device=device, expect_arch=codec_arch(r)) for r in refs}
     enh_path = find_enhancer(str(enhancer_path) if enhancer_path else None)
     enhancer = ScoreEnhancer.load(enh_path, device=device)
     samp = sampler_from_name(sampler) if sampler else enhancer.sampler
@@ -430,7 +422,7 @@ def run_task_evaluation(
         build_dataset(DataConfig(num_mics=any_codec.cfg.num_mics), data_dir)
     meta = {"command": "ndpca " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("ndpca") else " ".join(sys.argv),
             "rate": any_codec.rate.__dict__,
-            "checkpoints": ", ".join(f"{find_checkpoint(ckpt_dir, a).name}" for a in archs),
+            "checkpoints": ", ".join(f"{p.relative_to(ckpt_dir)}" for p in paths.values()),
             "enhancer": f"{enh_path.name} (sha256 {enhancer.sha256[:12] if hasattr(enhancer, 'sha256') else '?'})",
             "sampler": json.dumps(samp.__dict__)}
     result: dict[str, Any] = {}

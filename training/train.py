@@ -267,13 +267,13 @@ def _save_state(path: Path, model, opt, gen, kgen, step: int, world: int, object
 
 
 def init_from_checkpoint(model: DistributedAutoencoder, cfg: TrainConfig) -> str:
-    """Load the weights of ``train.init_from`` (a codec checkpoint path or an architecture
-    shipped in checkpoints/) into ``model``; the architecture and sizes must match."""
-    from training.evaluate import DEFAULT_CKPT_DIR, find_checkpoint
+    """Load the weights of ``train.init_from`` (a codec checkpoint path, or a codec shipped in
+    checkpoints/ as ``[subfolder/]architecture``) into ``model``; architecture and sizes must match."""
+    from training.evaluate import DEFAULT_CKPT_DIR, find_codec
 
     name = cfg.train.init_from
     assert name
-    path = Path(name) if (name.endswith(".ckpt") or Path(name).exists()) else find_checkpoint(DEFAULT_CKPT_DIR, name)
+    path = Path(name) if (name.endswith(".ckpt") or Path(name).is_file()) else find_codec(DEFAULT_CKPT_DIR, name)
     src = Codec.load(path, expect_arch=cfg.model.arch)
     if src.cfg.model_dump() != cfg.model.model_dump():
         diff = {k: (v, cfg.model.model_dump().get(k)) for k, v in src.cfg.model_dump().items()

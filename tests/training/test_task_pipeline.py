@@ -14,6 +14,7 @@ from shared.enhancer import ScoreEnhancer
 from shared.errors import CheckpointError, ConfigError
 from training.config import load_config
 from training.enhancer_train import load_enhancer_config, train_enhancer
+from training.evaluate import CODEC_CONFIGS, codec_arch
 from training.evaluate_task import TASK_METHODS, run_task_evaluation
 from training.train import train
 
@@ -31,21 +32,24 @@ def pipeline(tmp_path_factory):
     data = root / "rooms"
     build_dataset(DataConfig(**debug.data.build), data, progress=False)
     agnostic = root / "agnostic"
-    for arch in sorted({a for a, _ in TASK_METHODS.values()}):
-        cfg = load_config(CONFIGS / "debug.toml", {"data": {"dir": str(data)}, "model": {"arch": arch},
-                                                      "train": {"steps": 2}})
-        train(cfg, root / "runs" / arch, out=agnostic / f"{arch}.ckpt", progress=False)
+    refs = sorted({c for c, _ in TASK_METHODS.values()})
+    bottleneck = {r: load_config(CONFIGS / f"{CODEC_CONFIGS.get(r, codec_arch(r))}.toml").train.bottleneck
+                  for r in refs}
+    for ref in refs:
+        cfg = load_config(CONFIGS / "debug.toml", {"data": {"dir": str(data)}, "model": {"arch": codec_arch(ref)},
+                                                      "train": {"steps": 2, "bottleneck": bottleneck[ref]}})
+        train(cfg, root / "runs" / ref, out=agnostic / f"{ref}.ckpt", progress=False)
     ecfg = load_enhancer_config(CONFIGS / "enhancer-debug.toml", {
         "data": {"dir": str(data), "build": {}},
         "inputs": {"codec": str(agnostic / "ndpca-e4d1.ckpt"), "decoded_prob": 0.5, "bandwidths": [4, 16]}})
     enh = train_enhancer(ecfg, root / "runs" / "enhancer", progress=False)
     task_dir, sweep = root / "task_aware", root / "perception"
-    for arch in sorted({a for a, _ in TASK_METHODS.values()}):
+    for ref in refs:
         cfg = load_config(CONFIGS / "debug.toml", {
-            "data": {"dir": str(data)}, "model": {"arch": arch},
-            "train": {"steps": 2, "init_from": str(agnostic / f"{arch}.ckpt")},
+            "data": {"dir": str(data)}, "model": {"arch": codec_arch(ref)},
+            "train": {"steps": 2, "init_from": str(agnostic / f"{ref}.ckpt"), "bottleneck": bottleneck[ref]},
             "task": {"lambda_task": 1.0, "lambda_perc": 0.01, "enhancer": str(enh), **SMALL}})
-        train(cfg, root / "runs" / f"ta-{arch}", out=task_dir / f"{arch}.ckpt", progress=False)
+        train(cfg, root / "runs" / f"ta-{ref}", out=task_dir / f"{ref}.ckpt", progress=False)
     cfg = load_config(CONFIGS / "debug.toml", {
         "data": {"dir": str(data)}, "train": {"steps": 2, "init_from": str(agnostic / "ndpca-e4d1.ckpt")},
         "task": {"lambda_task": 1.0, "lambda_perc": 1.0, "enhancer": str(enh), **SMALL}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import torch
 from shared.codec import Codec
 from shared.errors import ConfigError
 from training.config import load_config, parse_override
-from training.evaluate import METHODS, run_evaluation
+from training.evaluate import CODEC_CONFIGS, METHODS, codec_arch, run_evaluation
 from training.train import train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,16 +32,21 @@ def data_dir(tmp_path_factory) -> Path:
     return out
 
 
-def _cfg(data_dir: Path, arch: str = "ndpca-e4d1", steps: int = 4):
+def _cfg(data_dir: Path, arch: str = "ndpca-e4d1", steps: int = 4, bottleneck: str = "auto"):
     return load_config(DEBUG, {"data": {"dir": str(data_dir)}, "model": {"arch": arch},
-                               "train": {"steps": steps}})
+                               "train": {"steps": steps, "bottleneck": bottleneck}})
 
 
 @pytest.fixture(scope="module")
 def checkpoints(data_dir, tmp_path_factory) -> Path:
+    """Every codec the evaluation compares, trained the way its shipped config says (the
+    full-latent naive baselines without a bottleneck), under its own subfolder."""
     out = tmp_path_factory.mktemp("ckpt")
-    for arch in sorted({a for a, _ in METHODS.values()}):
-        train(_cfg(data_dir, arch), out / "runs" / arch, out=out / f"{arch}.ckpt", progress=False)
+    for ref in sorted({c for c, _ in METHODS.values()}):
+        arch = codec_arch(ref)
+        shipped = load_config(REPO / "training" / "configs" / f"{CODEC_CONFIGS.get(ref, arch)}.toml")
+        train(_cfg(data_dir, arch, bottleneck=shipped.train.bottleneck), out / "runs" / ref,
+              out=out / f"{ref}.ckpt", progress=False)
     return out
 
 
@@ -80,6 +86,9 @@ def test_evaluate_writes_results_for_every_method(checkpoints, data_dir, tmp_pat
     for m in list(METHODS) + ["opus"]:
         for bw in (4, 8, 32):
             assert (m, bw) in got
+    head = json.loads((tmp_path / "headline.json").read_text())["mean_below_full"]
+    assert {"ndpca-e4d1 gain over naive (%)", "ndpca-e4d1 gain over naive-full (%)",
+            "ndpca-e2d1 share of JAE (%)"} <= set(head)
     jae = {int(r["bandwidth"]): float(r["psnr_db"]) for r in rows if r["method"] == "jae"}
     assert all(map(torch.isfinite, torch.tensor(list(jae.values()))))
     opus = [r for r in rows if r["method"] == "opus"]
@@ -106,3 +115,19 @@ def test_two_process_ddp(data_dir, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     codec = Codec.load(tmp_path / "ndpca-e4d1.ckpt")
     assert codec.header["train_config"]["train"]["steps"] == 3
+
+
+def test_codec_references_find_subfolders_and_name_their_config(tmp_path):
+    """``[subfolder/]arch`` finds shipped files in the subfolder; a missing one names its config."""
+    from shared.errors import CheckpointError
+    from training.evaluate import find_codec
+
+    (tmp_path / "full_latent").mkdir()
+    (tmp_path / "full_latent" / "naive-e4d1-0123abcd.ckpt").write_bytes(b"")
+    (tmp_path / "naive-e4d1-89abcdef.ckpt").write_bytes(b"")
+    assert find_codec(tmp_path, "full_latent/naive-e4d1").name == "naive-e4d1-0123abcd.ckpt"
+    assert find_codec(tmp_path, "naive-e4d1").name == "naive-e4d1-89abcdef.ckpt"
+    with pytest.raises(CheckpointError, match=r"naive-e2d1-full\.toml"):
+        find_codec(tmp_path, "full_latent/naive-e2d1")
+    with pytest.raises(CheckpointError, match=r"ta-naive-e2d1-full\.toml"):
+        find_codec(tmp_path, "full_latent/naive-e2d1", "ta-")
