@@ -302,7 +302,7 @@ def write_summary(path: Path, agg: list[dict[str, Any]], head: dict[str, Any], m
              f"Test examples: {meta['n_examples']} ({meta['data']}). Rate configuration: "
              f"{meta['rate']}. Checkpoints: {meta['checkpoints']}.", "",
              "## PSNR (dB) by total bandwidth (coefficients per chunk)", ""]
-    bws = sorted({r["bandwidth"] for r in agg if r["bandwidth"] > 0})
+    bws = sorted({r["bandwidth"] for r in agg if r["bandwidth"] >= 0})  # 0: nothing sent, sources at their means
     methods = [m for m in list(METHODS) + ["opus"] if any(r["method"] == m for r in agg)]
     cell = {(r["method"], r["bandwidth"]): r for r in agg}
     for key, name in (("psnr_db", "PSNR (dB)"), ("si_sdr_db", "SI-SDR (dB)"), ("pesq", "PESQ-WB"),
