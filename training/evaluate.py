@@ -357,7 +357,7 @@ def run_evaluation(
     from training.data.dataset import default_data_dir
 
     t0 = time.time()
-    refs = sorted({METHODS[m][0] for m in methods})
+    refs = list(dict.fromkeys(METHODS[m][0] for m in methods))  # in method order
     paths = {r: find_codec(ckpt_dir, r) for r in refs}
     codecs = {r: Codec.load(paths[r], device=device, expect_arch=codec_arch(r)) for r in refs}
     any_codec = next(iter(codecs.values()))

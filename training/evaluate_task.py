@@ -395,7 +395,7 @@ def run_task_evaluation(
     bad = [m for m in methods if m not in TASK_METHODS]
     if bad:
         raise UserError(f"unknown method(s) {bad} for --task-aware; choose from {list(TASK_METHODS)}")
-    refs = sorted({TASK_METHODS[m][0] for m in methods})
+    refs = list(dict.fromkeys(TASK_METHODS[m][0] for m in methods))  # in method order
     paths = {r: find_codec(ckpt_dir, r, "ta-") for r in refs}
     codecs = {r: Codec.load(paths[r], device=device, expect_arch=codec_arch(r)) for r in refs}
     enh_path = find_enhancer(str(enhancer_path) if enhancer_path else None)
