@@ -293,8 +293,18 @@ def plot_fig3b(agg: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _fmt(v: Any, nd: int = 2) -> str:
+def fmt_cell(v: Any, nd: int = 2) -> str:
+    """A table cell: ``v`` with ``nd`` decimals, "n/a" for missing or non-finite values."""
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}f}"
+
+
+def per_bandwidth_lines(head: dict[str, Any]) -> list[str]:
+    """Markdown table of the headline ratios per bandwidth (rows of :func:`headline`)."""
+    keys = list(head["mean_below_full"])
+    lines = ["| bandwidth | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for bw, d in head["per_bandwidth"].items():
+        lines.append(f"| {bw} | " + " | ".join(fmt_cell(d.get(k), 1) for k in keys) + " |")
+    return lines
 
 
 def write_summary(path: Path, agg: list[dict[str, Any]], head: dict[str, Any], meta: dict[str, Any], title: str) -> None:
@@ -312,23 +322,20 @@ def write_summary(path: Path, agg: list[dict[str, Any]], head: dict[str, Any], m
         lines.append("| method | " + " | ".join(str(b) for b in bws) + " |")
         lines.append("|---|" + "---|" * len(bws))
         for m in methods:
-            vals = [_fmt(cell.get((m, b), {}).get(key), 0 if key == "bitrate_bps" else 2) for b in bws]
+            vals = [fmt_cell(cell.get((m, b), {}).get(key), 0 if key == "bitrate_bps" else 2) for b in bws]
             lines.append(f"| {m} | " + " | ".join(vals) + " |")
     mins = [r for r in agg if r["method"] == "opus-min"]
     if mins:
         r = mins[0]
         lines += ["", f"Opus cannot reach these rates (it needs about 6 kbit/s per microphone); at its "
-                  f"lowest reachable rate, {_fmt(r['bitrate_bps'], 0)} bit/s for all microphones, it scores "
-                  f"PSNR {_fmt(r['psnr_db'])} dB, SI-SDR {_fmt(r['si_sdr_db'])} dB, PESQ {_fmt(r['pesq'])}, "
-                  f"STOI {_fmt(r['stoi'])}."]
+                  f"lowest reachable rate, {fmt_cell(r['bitrate_bps'], 0)} bit/s for all microphones, it scores "
+                  f"PSNR {fmt_cell(r['psnr_db'])} dB, SI-SDR {fmt_cell(r['si_sdr_db'])} dB, PESQ {fmt_cell(r['pesq'])}, "
+                  f"STOI {fmt_cell(r['stoi'])}."]
     lines += ["", "## Headline ratios (ours beside the paper's)", "",
               "| ratio | ours, mean over bandwidths below the full latent | paper |", "|---|---|---|"]
     for k, v in head["mean_below_full"].items():
-        lines.append(f"| {k} | {_fmt(v, 1)} | {PAPER.get(k, '-')} |")
-    lines += ["", "Per bandwidth:", "", "| bandwidth | " + " | ".join(head["mean_below_full"]) + " |",
-              "|---|" + "---|" * len(head["mean_below_full"])]
-    for bw, d in head["per_bandwidth"].items():
-        lines.append(f"| {bw} | " + " | ".join(_fmt(d.get(k), 1) for k in head["mean_below_full"]) + " |")
+        lines.append(f"| {k} | {fmt_cell(v, 1)} | {PAPER.get(k, '-')} |")
+    lines += ["", "Per bandwidth:", ""] + per_bandwidth_lines(head)
     lines += ["", "Definitions: PSNR is Eq. 13 on the compressed magnitude STFT of all microphones, "
               "decoder output against input (for Opus: the STFT of its decoded audio); "
               "SI-SDR, PESQ (wide-band) and STOI on microphone 0's waveform against the original "

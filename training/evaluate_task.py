@@ -44,7 +44,9 @@ from training.evaluate import (
     STYLES,
     codec_arch,
     find_codec,
+    fmt_cell,
     headline,
+    per_bandwidth_lines,
     perceptual_scores,
 )
 from training.losses import psnr_db
@@ -217,10 +219,6 @@ def aggregate(rows: list[dict[str, Any]], fmd: dict[tuple[str, int], float]) -> 
     return out
 
 
-def _fmt(v: Any, nd: int = 2) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}f}"
-
-
 def plot_fig3c(agg: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -293,14 +291,14 @@ def write_summary(path: Path, agg, head, head_dec, rdp, meta, title) -> None:
         lines += [f"## {name}", "", "Each cell: enhanced / decoder output.", "",
                   "| method | " + " | ".join(str(b) for b in bws) + " |", "|---|" + "---|" * len(bws)]
         for m in methods:
-            vals = [f"{_fmt(cell.get((m, b), {}).get(key), nd)} / {_fmt(cell.get((m, b), {}).get('decoded_' + key), nd)}"
+            vals = [f"{fmt_cell(cell.get((m, b), {}).get(key), nd)} / {fmt_cell(cell.get((m, b), {}).get('decoded_' + key), nd)}"
                     for b in bws]
             lines.append(f"| {m} | " + " | ".join(vals) + " |")
         lines.append("")
     lines += ["## Bit rate produced (bit/s)", "", "| method | " + " | ".join(str(b) for b in bws) + " |",
               "|---|" + "---|" * len(bws)]
     for m in methods:
-        lines.append(f"| {m} | " + " | ".join(_fmt(cell.get((m, b), {}).get("bitrate_bps"), 0) for b in bws) + " |")
+        lines.append(f"| {m} | " + " | ".join(fmt_cell(cell.get((m, b), {}).get("bitrate_bps"), 0) for b in bws) + " |")
     wins = {k: all(r[k] > r["decoded_" + k] for r in agg if math.isfinite(r[k]) and math.isfinite(r["decoded_" + k]))
             for k in ("si_sdr_db", "pesq")}
     lines += ["", f"Enhanced beats decoder output at every method and bandwidth: SI-SDR {wins['si_sdr_db']}, "
@@ -308,11 +306,8 @@ def write_summary(path: Path, agg, head, head_dec, rdp, meta, title) -> None:
               "## Headline ratios (ours beside the paper's, task- and perception-aware)", "",
               "| ratio | ours: enhanced PSNR | ours: decoder-output PSNR | paper |", "|---|---|---|---|"]
     for k, v in head["mean_below_full"].items():
-        lines.append(f"| {k} | {_fmt(v, 1)} | {_fmt(head_dec['mean_below_full'].get(k), 1)} | {PAPER.get(k, '-')} |")
-    lines += ["", "Per bandwidth (enhanced PSNR):", "", "| bandwidth | " + " | ".join(head["mean_below_full"]) + " |",
-              "|---|" + "---|" * len(head["mean_below_full"])]
-    for bw, d in head["per_bandwidth"].items():
-        lines.append(f"| {bw} | " + " | ".join(_fmt(d.get(k), 1) for k in head["mean_below_full"]) + " |")
+        lines.append(f"| {k} | {fmt_cell(v, 1)} | {fmt_cell(head_dec['mean_below_full'].get(k), 1)} | {PAPER.get(k, '-')} |")
+    lines += ["", "Per bandwidth (enhanced PSNR):", ""] + per_bandwidth_lines(head)
     if rdp:
         labels = sorted({r["lambda_perc"] for r in rdp}, key=float)
         rb = sorted({r["bandwidth"] for r in rdp})
@@ -323,8 +318,8 @@ def write_summary(path: Path, agg, head, head_dec, rdp, meta, title) -> None:
                   "| lambda_perc | " + " | ".join(str(b) for b in rb) + " |", "|---|" + "---|" * len(rb)]
         for lab in labels:
             lines.append(f"| {lab} | " + " | ".join(
-                f"{_fmt(c[(lab, b)]['distortion_psnr_db'])} / {_fmt(c[(lab, b)]['realism_fmd'])} / "
-                f"{_fmt(c[(lab, b)]['enhanced_psnr_db'])}" for b in rb) + " |")
+                f"{fmt_cell(c[(lab, b)]['distortion_psnr_db'])} / {fmt_cell(c[(lab, b)]['realism_fmd'])} / "
+                f"{fmt_cell(c[(lab, b)]['enhanced_psnr_db'])}" for b in rb) + " |")
     lines += ["", "Definitions: PSNR is Eq. 13 on the compressed magnitude STFT of microphone 0's output against "
               "the clean reference (direct path and early reflections at microphone 0, see training/data/rooms.py); "
               "the decoder output is scored with its own phase (what the receiver plays without enhancement). "
