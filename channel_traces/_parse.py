@@ -1,24 +1,41 @@
-"""Shared parsing helpers for trace readers: located errors and checked numeric columns.
+"""Shared parsing helpers for trace readers: located errors, skipped rows, checked columns.
 
 Every reader reports a bad file with :func:`trace_error`, whose message names the file, the
-line (or array index) and field, what is wrong, and how to fix it, as ``shared.errors``
-asks of a :class:`~shared.errors.UserError`.
+line (or array index, record, frame) and field, what is wrong, and how to fix it, as
+``shared.errors`` asks of a :class:`~shared.errors.UserError`. Readers of measured logs
+skip a few malformed rows with :class:`SkippedRows` (one :class:`TraceWarning` counting
+them by reason) and reject a log with more than :data:`MAX_BAD_FRACTION` of them.
 """
 
 from __future__ import annotations
 
+import csv
 import math
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from shared.errors import ConfigError, TraceError
 
+#: Largest fraction of malformed rows (or records) a measured log may hold and still load:
+#: up to this many are skipped with a :class:`TraceWarning`, more is a :class:`TraceError`.
+MAX_BAD_FRACTION = 0.1
+
 
 class TraceWarning(UserWarning):
     """A recoverable problem in a trace file (for example rows skipped as truncated)."""
+
+
+class LocatedTraceError(TraceError):
+    """A :class:`TraceError` that keeps its parts, so a reader can skip the row it names."""
+
+    def __init__(self, path: Path | str, where: str, problem: str, fix: str) -> None:
+        super().__init__(f"{path}:{where}: {problem}. Fix: {fix}")
+        self.path, self.where, self.problem, self.fix = str(path), where, problem, fix
 
 
 def trace_error(path: Path | str, where: str, problem: str, fix: str) -> TraceError:
@@ -30,16 +47,79 @@ def trace_error(path: Path | str, where: str, problem: str, fix: str) -> TraceEr
         problem: what is wrong with the value found there.
         fix: what the user should do about it.
     """
-    return TraceError(f"{path}:{where}: {problem}. Fix: {fix}")
+    return LocatedTraceError(path, where, problem, fix)
 
 
-def warn_skipped(path: Path | str, skipped: Sequence[int], total: int, reason: str) -> None:
+@dataclass
+class SkippedRows:
+    """The malformed rows (or binary records) of one measured log, skipped while reading.
+
+    A reader calls :meth:`skip` with the :class:`LocatedTraceError` a row raised, then
+    :meth:`finish` once with the number of rows read: a few bad rows (at most
+    :data:`MAX_BAD_FRACTION`) give one :class:`TraceWarning` counting them by reason and naming
+    their lines; more, or no good row at all, raise the first error, with the count.
+
+    Attributes:
+        path: the log.
+        unit: what a row is called in messages (``"rows"``, ``"records"``, ``"frames"``).
+    """
+
+    path: Path | str
+    unit: str = "rows"
+    errors: list[tuple[int, str, LocatedTraceError]] = field(default_factory=list)
+
+    def skip(self, number: int, err: TraceError, reason: str | None = None) -> None:
+        """Record that row ``number`` (a line, or a record index) was skipped.
+
+        ``reason`` (for the count in the warning) defaults to ``"bad <field>"`` when the
+        error names a field, else to the error's problem.
+        """
+        located = err if isinstance(err, LocatedTraceError) else LocatedTraceError(
+            self.path, f"{self.unit[:-1]} {number}", str(err), "repair or remove it")
+        if reason is None:
+            field_at = located.where.find("field '")
+            reason = (f"bad {located.where[field_at + 7:].rstrip(chr(39))}" if field_at >= 0
+                      else located.problem.split(" (")[0])
+        self.errors.append((number, reason, located))
+
+    def __len__(self) -> int:
+        """Number of rows skipped so far."""
+        return len(self.errors)
+
+    def finish(self, total: int) -> str:
+        """Raise if too many rows are bad, else warn once; return a note for ``Trace.notes``.
+
+        Args:
+            total: rows read (good and bad).
+        """
+        if not self.errors:
+            return ""
+        count = len(self.errors)
+        if count > MAX_BAD_FRACTION * total or count >= total:
+            first = self.errors[0][2]
+            raise trace_error(
+                first.path, first.where,
+                f"{first.problem} ({count} of {total} {self.unit} are bad, more than "
+                f"{MAX_BAD_FRACTION:.0%}: the log is not loaded)", first.fix)
+        reasons = Counter(reason for _, reason, _ in self.errors)
+        why = "; ".join(f"{n} {reason}" for reason, n in reasons.items())
+        numbers = [number for number, _, _ in self.errors]
+        label = "line" if self.unit == "rows" else self.unit[:-1]
+        warn_skipped(self.path, numbers, total, why, unit=self.unit, label=label)
+        return f"{count} of {total} {self.unit} skipped ({why})"
+
+
+def warn_skipped(
+    path: Path | str, skipped: Sequence[int], total: int, reason: str,
+    unit: str = "rows", label: str = "line",
+) -> None:
     """Emit one :class:`TraceWarning` counting the rows skipped and naming their lines."""
     if not skipped:
         return
     shown = ", ".join(str(n) for n in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
     warnings.warn(
-        TraceWarning(f"{path}: skipped {len(skipped)} of {total} rows ({reason}): line {shown}"),
+        TraceWarning(f"{path}: skipped {len(skipped)} of {total} {unit} ({reason}): "
+                     f"{label} {shown}"),
         stacklevel=3,
     )
 
@@ -130,3 +210,53 @@ def parse_header_comments(lines: Sequence[str]) -> dict[str, str]:
             key, value = stripped[1:].split(":", 1)
             meta[key.strip().lower()] = value.strip()
     return meta
+
+
+#: Cells that real logs write for "no value" (G-NetTrack writes '-').
+MISSING_CELLS = frozenset({"", "-", "--", "na", "n/a", "nan", "null", "none"})
+
+
+def optional_float(path: Path, lineno: int, field: str, text: str | None) -> float | None:
+    """Parse a cell that may be missing: ``None`` for :data:`MISSING_CELLS`, else a finite
+    number; anything else raises a :class:`LocatedTraceError` naming the line and field."""
+    cell = (text or "").strip()
+    if cell.lower() in MISSING_CELLS:
+        return None
+    return parse_float(path, lineno, field, cell)
+
+
+def guess_delimiter(header: str) -> str | None:
+    """The column separator of a delimited text log from its header line (``None``: spaces)."""
+    for delimiter in (",", "\t", ";"):
+        if delimiter in header:
+            return delimiter
+    return None
+
+
+def read_table(path: Path, lines: Sequence[str]) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Split a delimited text log into its header cells and ``(line number, cells)`` rows.
+
+    The header is the first non-blank, non-``#`` line; its separator (comma, tab, semicolon,
+    else whitespace) is used for every row; quoted cells follow the CSV rules.
+    """
+    rows = numbered_rows(lines)
+    first = next(rows, None)
+    if first is None:
+        raise trace_error(path, "line 1", "the file has no header line", "keep the log's header")
+    delimiter = guess_delimiter(first[1])
+
+    def cells(line: str) -> list[str]:
+        if delimiter is None:
+            return line.split()
+        return [cell.strip() for cell in next(csv.reader([line], delimiter=delimiter))]
+
+    return cells(first[1]), [(lineno, cells(line)) for lineno, line in rows]
+
+
+def find_column(header: Sequence[str], *names: str) -> int | None:
+    """Index of the first header cell equal to one of ``names`` (case-insensitive), or None."""
+    lowered = [cell.strip().lower() for cell in header]
+    for name in names:
+        if name.lower() in lowered:
+            return lowered.index(name.lower())
+    return None

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
+from channel_traces._parse import TraceWarning
 from channel_traces.generate import TRACES_DIR, regenerate
 from channel_traces.registry import READERS, load_trace
 from channel_traces.summary import DEFAULT_MAX_TOTAL, format_summary, plot_trace, summarize
@@ -19,15 +21,44 @@ from shared.errors import UserError
 from shared.rate import RateConfig
 
 #: Reader options that ``show`` forwards when given on the command line.
-_READER_OPTIONS = ("share", "bandwidth_hz", "snr_db", "window_s", "column", "rx_combine")
+_READER_OPTIONS = ("share", "bandwidth_hz", "snr_db", "window_s", "column", "rx_combine", "run",
+                   "metric", "chip", "noise_dbm")
+
+
+def _option_value(text: str) -> Any:
+    """A ``--option`` value: an int, a float, or the text itself."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """Reader options from the named flags and the generic ``--option KEY=VALUE``."""
+    options: dict[str, Any] = {
+        name: getattr(args, name) for name in _READER_OPTIONS if getattr(args, name) is not None
+    }
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option {item!r} is not KEY=VALUE. Fix: e.g. --option states=D")
+        options[key.strip().replace("-", "_")] = _option_value(value.strip())
+    return options
 
 
 def _show(args: argparse.Namespace) -> int:
     """Print summary statistics of a trace (and plot it with ``--plot``)."""
-    options: dict[str, Any] = {
-        name: getattr(args, name) for name in _READER_OPTIONS if getattr(args, name) is not None
-    }
-    trace = load_trace(args.file, fmt=args.format, **options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TraceWarning)
+        trace = load_trace(args.file, fmt=args.format, **_options(args))
+    for warning in caught:
+        if issubclass(warning.category, TraceWarning):
+            print(f"warning    {warning.message}")
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename,
+                                 warning.lineno)
     try:
         cfg = RateConfig(chunk_seconds=args.period)
     except ValueError as err:
@@ -72,12 +103,22 @@ def register(subparsers: Any) -> None:
     show.add_argument("--bandwidth-hz", dest="bandwidth_hz", type=float, default=None,
                       help="uplink bandwidth W for SNR traces (overrides the file)")
     show.add_argument("--snr-db", dest="snr_db", type=float, default=None,
-                      help="transmit SNR for CSI logs (default: from the log)")
+                      help="SNR for CSI logs (default: from the log, or an assumption)")
     show.add_argument("--window", dest="window_s", type=float, default=None,
                       help="Mahimahi binning window in seconds (default 1)")
     show.add_argument("--column", default=None, help="5Gophers throughput column or carrier")
+    show.add_argument("--run", default=None,
+                      help="5Gophers run: N (1-based) or key=value,... (or FILE#RUN)")
+    show.add_argument("--metric", choices=["throughput", "snr", "cqi"], default=None,
+                      help="G-NetTrack column to derive capacity from (default throughput)")
+    show.add_argument("--chip", default=None, help="Nexmon chip: 4339, 43455c0, 4358, 4366c0")
+    show.add_argument("--noise-dbm", dest="noise_dbm", type=float, default=None,
+                      help="PicoScenes noise power (default thermal + 7 dB noise figure)")
+    show.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                      help="any other reader option, e.g. states=all, nr_tti_ms=1, "
+                           "td_unit=ms (see channel_traces/README.md)")
     show.add_argument("--rx-combine", dest="rx_combine", choices=["mean", "mrc"], default=None,
-                      help="Intel 5300 receive antennas: mean capacity or MRC")
+                      help="CSI receive antennas: mean capacity or MRC")
     show.add_argument("--max-total", dest="max_total", type=int, default=DEFAULT_MAX_TOTAL,
                       help="budget cap: sum of the latent sizes (default 256)")
     show.set_defaults(func=_show)

@@ -8,11 +8,20 @@ for the choices (subcarrier spacing, antennas, where the SNR comes from).
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from channel_traces._parse import check_share, read_text_lines, trace_error, warn_skipped
+from channel_traces._parse import (
+    TraceWarning,
+    check_share,
+    read_text_lines,
+    trace_error,
+    warn_skipped,
+)
+from channel_traces._timeline import repair_times, unwrap_counter
+from channel_traces.mimo import RX_COMBINING, combined_capacity, unit_mean_gain
 from channel_traces.trace import Trace
 from shared.rate import capacity_from_csi, db_to_linear
 
@@ -32,16 +41,8 @@ ESP32_COLUMNS = ("rssi", "noise_floor", "local_timestamp", "len", "CSI_DATA")
 
 def _unwrap_us(stamps: np.ndarray) -> np.ndarray:
     """Unwrap a 32-bit microsecond counter into seconds from the first sample."""
-    stamps = stamps.astype(np.int64)
-    steps = np.diff(stamps)
-    wraps = np.concatenate([[0], np.cumsum(steps < -(US_WRAP // 2))])
-    return (stamps + wraps * US_WRAP - stamps[0]) / 1e6
-
-
-def _unit_mean_gain(h: np.ndarray) -> np.ndarray:
-    """Scale each snapshot so that mean_k |H_k|^2 = 1 (the SNR then carries the level)."""
-    power = np.mean(np.abs(h) ** 2, axis=-1, keepdims=True)
-    return h / np.sqrt(np.where(power > 0, power, 1.0))
+    unwrapped, _ = unwrap_counter(stamps, US_WRAP, fold_forward=False)
+    return (unwrapped - unwrapped[0]) / 1e6
 
 
 def read_intel5300(
@@ -55,6 +56,12 @@ def read_intel5300(
     single-antenna link, the default) or combined by maximal-ratio combining (``"mrc"``:
     ``|H_k|^2`` summed over antennas).
 
+    Times come from ``timestamp_low``, the NIC's 32-bit microsecond counter: wraps are
+    unwrapped, and a log whose times still do not increase is repaired by
+    :func:`~channel_traces._timeline.repair_times` (packets in the same microsecond merged,
+    packets logged twice, same time and ``bfee_count``, dropped, an isolated out-of-order
+    packet dropped, a clock reset spliced), said in ``notes`` and in a :class:`TraceWarning`.
+
     Args:
         path: the binary log.
         snr_db: transmit SNR for a unit-mean-gain channel. ``None`` (default) uses the log's
@@ -64,7 +71,7 @@ def read_intel5300(
         share: fraction of the link given to this room.
     """
     share = check_share(share)
-    if rx_combine not in ("mean", "mrc"):
+    if rx_combine not in RX_COMBINING:
         raise trace_error(path, "option 'rx_combine'", f"{rx_combine!r}", "use 'mean' or 'mrc'")
     if not path.is_file():
         raise trace_error(path, "file", "no such file", "check the path")
@@ -79,33 +86,35 @@ def read_intel5300(
     if log.count == 0:
         raise trace_error(path, "file", "no CSI (0xbb) packets found",
                           "record with the CSI Tool's log_to_file, or pick another --format")
+    n = log.count
     scaled = log.get_scaled_csi() if snr_db is None else log.csi
-    h = np.asarray(scaled)[: log.count]  # [N, 30, 3, 3]
-    nrx, ntx = np.asarray(log.Nrx)[: log.count], np.asarray(log.Ntx)[: log.count]
-    rx_ok = np.arange(3)[None, :] < nrx[:, None]  # [N, 3]
-    tx_ok = np.arange(3)[None, :] < ntx[:, None]
-    gains = np.moveaxis(h, 1, -1)  # [N, rx, tx, 30]
+    gains = np.moveaxis(np.asarray(scaled)[:n], 1, -1)  # [N, rx, tx, 30]
+    nrx, ntx = np.asarray(log.Nrx)[:n], np.asarray(log.Ntx)[:n]
+    valid = ((np.arange(3)[None, :] < nrx[:, None])[:, :, None]
+             & (np.arange(3)[None, :] < ntx[:, None])[:, None, :])  # [N, rx, tx]
     if snr_db is not None:
-        gains = _unit_mean_gain(gains) * np.sqrt(db_to_linear(snr_db))
-    if rx_combine == "mrc":
-        power = np.sum(np.abs(gains) ** 2 * rx_ok[:, :, None, None], axis=1)  # [N, tx, 30]
-        per_tx = np.asarray(capacity_from_csi(np.sqrt(power), 0.0, INTEL_GROUP_SPACING_HZ))
-    else:
-        per_link = np.asarray(capacity_from_csi(gains, 0.0, INTEL_GROUP_SPACING_HZ))
-        per_tx = np.sum(per_link * rx_ok[:, :, None], axis=1) / nrx[:, None]  # [N, tx]
-    cap = np.sum(per_tx * tx_ok, axis=1) * share
-    times = _unwrap_us(np.asarray(log.timestamp_low)[: log.count])
-    keep = np.concatenate([[True], np.diff(times) > 0])
-    dropped = int(np.sum(np.diff(np.asarray(log.bfee_count)[: log.count]) > 1))
+        gains = unit_mean_gain(gains) * np.sqrt(db_to_linear(snr_db))
+    cap = combined_capacity(gains, INTEL_GROUP_SPACING_HZ, rx_combine, valid) * share
+    bfee = np.asarray(log.bfee_count)[:n]
+    stamps, wraps = unwrap_counter(np.asarray(log.timestamp_low)[:n], US_WRAP)
+    repair = repair_times(stamps, unit="us", ids=bfee)
+    dropped = int(np.sum(np.diff(bfee) > 1))
     snr_text = ("from RSSI/noise via get_scaled_csi" if snr_db is None
                 else f"{snr_db:g} dB with unit mean gain per packet")
+    fixes = ", ".join(part for part in (
+        f"{wraps} wraps of the 32-bit microsecond counter unwrapped" if wraps else "",
+        repair.note()) if part)
     notes = (f"C = sum_k df log2(1+|H_k|^2 SNR) over 30 groups, df = "
              f"{INTEL_GROUP_SPACING_HZ:g} Hz, SNR {snr_text}, rx {rx_combine}, streams summed, "
-             f"share = {share:g}; {log.count} packets, {dropped} gaps in bfee_count, "
-             f"{int(np.sum(~keep))} duplicate timestamps dropped")
-    rssi = np.stack([np.asarray(getattr(log, f"rssi_{c}"))[: log.count] for c in "abc"], 1)
-    return Trace(times[keep], cap[keep], "csi", str(path), notes,
-                 extras={"nrx": nrx[keep], "ntx": ntx[keep], "rssi": rssi[keep]})
+             f"share = {share:g}; {n} packets, {dropped} gaps in bfee_count"
+             + (f"; timestamp_low: {fixes}" if fixes else ""))
+    if repair.note():
+        warnings.warn(TraceWarning(f"{path}: timestamp_low does not increase: {repair.note()}"),
+                      stacklevel=2)
+    rssi = np.stack([np.asarray(getattr(log, f"rssi_{c}"))[:n] for c in "abc"], 1)
+    return Trace((repair.times - repair.times[0]) / 1e6, repair.reduce(cap), "csi", str(path),
+                 notes, extras={"nrx": repair.first(nrx), "ntx": repair.first(ntx),
+                                "rssi": repair.first(rssi)})
 
 
 def _esp32_items(text: str) -> np.ndarray | None:
@@ -187,7 +196,7 @@ def read_esp32(path: Path, snr_db: float | None = None, share: float = 1.0) -> T
         raise trace_error(path, f"line {linenos[int(dead[0])]}, field 'CSI_DATA'",
                           "all used subcarriers are zero", "drop this row")
     snr = np.asarray(snrs, dtype=np.float64) if snr_db is None else np.full(len(rows), snr_db)
-    gains = _unit_mean_gain(h) * np.sqrt(db_to_linear(snr))[:, None]
+    gains = unit_mean_gain(h) * np.sqrt(db_to_linear(snr))[:, None]
     cap = np.asarray(capacity_from_csi(gains, 0.0, WIFI20_SPACING_HZ)).reshape(-1) * share
     snr_text = "rssi - noise_floor per packet" if snr_db is None else f"{snr_db:g} dB"
     notes = (f"C = sum_k df log2(1+|H_k|^2 SNR), df = {WIFI20_SPACING_HZ:g} Hz, "

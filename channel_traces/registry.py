@@ -1,7 +1,8 @@
 """Trace format registry and :func:`load_trace` with format detection.
 
 ``READERS`` maps a format name to its reader ``(path, **options) -> Trace``. New formats are
-added with :func:`register_reader`; nothing dispatches on type names.
+added with :func:`register_reader`; nothing dispatches on type names. Detection by content
+lives in :mod:`channel_traces.detect`.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from pathlib import Path
 
 from channel_traces._parse import trace_error
 from channel_traces.csi import read_esp32, read_intel5300
-from channel_traces.native import (
-    CAPACITY_HEADER,
-    SNR_HEADER,
-    read_capacity_csv,
-    read_csi_npz,
-    read_snr_csv,
-)
-from channel_traces.throughput import read_5gophers, read_cooked, read_mahimahi
+from channel_traces.detect import SNIFF_BYTES, sniff
+from channel_traces.fivegophers import read_5gophers
+from channel_traces.gnettrack import read_gnettrack
+from channel_traces.native import read_capacity_csv, read_csi_npz, read_snr_csv
+from channel_traces.nexmon import read_nexmon
+from channel_traces.phy_log import read_phy_log
+from channel_traces.picoscenes import read_picoscenes
+from channel_traces.throughput import read_cooked, read_mahimahi
 from channel_traces.trace import Trace
 from shared.errors import ConfigError
 
@@ -32,14 +33,17 @@ READERS: dict[str, Reader] = {
     "mahimahi": read_mahimahi,
     "cooked": read_cooked,
     "5gophers": read_5gophers,
+    "gnettrack": read_gnettrack,
+    "phy_log": read_phy_log,
     "intel5300": read_intel5300,
     "esp32": read_esp32,
+    "nexmon": read_nexmon,
+    "picoscenes": read_picoscenes,
 }
 
-#: Extensions that decide the format without looking inside the file.
-EXTENSIONS: dict[str, str] = {".npz": "csi_npz", ".dat": "intel5300"}
-
-_SNIFF_BYTES = 8192
+#: Extensions that decide the format without looking inside the file (ambiguous ones such
+#: as .csv, .txt, .dat and .pcap are decided by content, see :mod:`channel_traces.detect`).
+EXTENSIONS: dict[str, str] = {".npz": "csi_npz"}
 
 
 def register_reader(name: str, reader: Reader, extensions: tuple[str, ...] = ()) -> None:
@@ -57,68 +61,49 @@ def reader_options(fmt: str) -> list[str]:
     return [p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
 
 
-def _first_data_line(path: Path) -> str:
-    """The first non-blank, non-comment line of a text file ('' when binary or empty)."""
-    with path.open("rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return ""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
-            return stripped
-    return ""
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def detect_format(path: Path) -> str:
-    """Guess a file's format from its extension, then its first data line.
+    """Guess a file's format: a claimed extension, else its content (magic numbers, the first
+    data line), else an extension hint (:mod:`channel_traces.detect`).
 
     Raises:
-        TraceError: when neither identifies a registered format.
+        TraceError: when nothing identifies a registered format.
     """
     if not path.is_file():
         raise trace_error(path, "file", "no such file", "check the path (relative to the cwd)")
     suffix = path.suffix.lower()
     if suffix in EXTENSIONS:
         return EXTENSIONS[suffix]
-    line = _first_data_line(path)
-    header = tuple(cell.strip().lower() for cell in line.split(","))
-    tokens = line.split()
-    if header == SNR_HEADER:
-        return "snr_csv"
-    if header == CAPACITY_HEADER:
-        return "capacity_csv"
-    if "csi_data" in header and "rssi" in header:
-        return "esp32"
-    if "seq_num" in header and any(h.endswith("throughput_mbps") for h in header):
-        return "5gophers"
-    if len(tokens) == 1 and tokens[0].isdigit():
-        return "mahimahi"
-    if len(tokens) == 2 and all(_is_number(t) for t in tokens):
-        return "cooked"
+    with path.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    name, line = sniff(head, suffix)
+    if name is not None:
+        return name
+    seen = f"the first data line {line[:60]!r}" if line else "its first bytes (binary)"
     raise trace_error(
         path, "line 1",
-        f"cannot tell the trace format from the extension {suffix or '(none)'!r} "
-        f"and the first data line {line[:60]!r}",
+        f"cannot tell the trace format from the extension {suffix or '(none)'!r} and {seen}",
         f"pass the format explicitly (--format / fmt=), one of: {', '.join(READERS)}",
     )
+
+
+def split_run(path: str | Path) -> tuple[Path, str | None]:
+    """Split ``"FILE#RUN"`` into the file and the run selector: the longest prefix before a
+    ``#`` that is a file (when the whole string is not one); else ``(path, None)``."""
+    text = str(path)
+    if "#" in text and not Path(text).exists():
+        cut = len(text)
+        while (cut := text.rfind("#", 0, cut)) > 0:
+            if Path(text[:cut]).is_file():
+                return Path(text[:cut]), text[cut + 1:]
+    return Path(path), None
 
 
 def load_trace(path: str | Path, fmt: str = "auto", **options: object) -> Trace:
     """Read a channel trace file into a :class:`Trace`.
 
     Args:
-        path: the trace file.
+        path: the trace file; ``"FILE#RUN"`` selects a run of a file that holds several
+            (5Gophers), like ``run=RUN``.
         fmt: a name in :data:`READERS`, or ``"auto"`` to detect it (:func:`detect_format`).
         **options: reader options, e.g. ``share=0.001`` for throughput and CSI logs,
             ``bandwidth_hz`` for SNR CSV, ``window_s`` for Mahimahi, ``snr_db`` for CSI.
@@ -127,7 +112,7 @@ def load_trace(path: str | Path, fmt: str = "auto", **options: object) -> Trace:
         TraceError: unreadable file or unknown format. ConfigError: an option the reader
             does not accept.
     """
-    file = Path(path)
+    file, run = split_run(path)
     name = detect_format(file) if fmt == "auto" else fmt
     if name not in READERS:
         raise ConfigError(
@@ -135,6 +120,14 @@ def load_trace(path: str | Path, fmt: str = "auto", **options: object) -> Trace:
             f"{', '.join(READERS)}"
         )
     accepted = reader_options(name)
+    if run is not None:
+        if "run" not in accepted:
+            raise ConfigError(f"{path}: '#{run}' selects a run, but format {name!r} has no runs. "
+                              "Fix: drop the '#...' suffix")
+        if options.get("run") not in (None, run):
+            raise ConfigError(f"{path}: run given twice ('#{run}' and run={options['run']!r}). "
+                              "Fix: keep one")
+        options = {**options, "run": run}
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(

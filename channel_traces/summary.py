@@ -97,13 +97,26 @@ def suggest_share(
     return float("inf") if median <= 0 else needed / median
 
 
+def note_parts(notes: str) -> list[str]:
+    """Split ``Trace.notes`` at ``"; "`` outside parentheses: the derivation first, then what
+    was done to the data (skipped rows, repaired times...), one item per printed line."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(notes):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and notes.startswith("; ", i):
+            parts.append(notes[start:i].strip())
+            start = i + 2
+    parts.append(notes[start:].strip())
+    return [part for part in parts if part]
+
+
 def format_summary(trace: Trace, summary: TraceSummary) -> str:
     """Human-readable report: source, derivation, rate config, capacity and budget stats."""
     cfg = summary.cfg
     share = suggest_share(trace, cfg)
     lines = [
         f"trace      {trace.source} (kind {trace.kind})",
-        f"derived    {trace.notes}",
+        "derived    " + "\n           ".join(note_parts(trace.notes)),
         f"rate       sigma2 {cfg.sigma2:g}, D {cfg.distortion:g}, eta {cfg.eta:g}, "
         f"T {cfg.chunk_seconds:g} s -> {cfg.bits_per_coefficient:.3f} bits/coefficient, "
         f"cap {summary.max_total}",

@@ -1,7 +1,8 @@
 """The edge's coefficient sources: live framing + encoder, or precomputed (benchmarks).
 
-Both give, for chunk ``i`` of the source's signal, all ``d_s`` normalised coefficients; the
-client keeps the allocated first ``k`` and codes them. Chunk ``i`` is framed exactly as the
+Both give, for chunk (step) ``i`` of the source's signal, all ``d_s`` normalised coefficients
+of each of its ``n_v`` latent vectors (``[n_v, d_s]``); the client keeps the allocated first
+``k`` of every vector and codes them. Chunk ``i`` is framed exactly as the
 offline :meth:`Codec.chunk` of the whole signal would frame it.
 """
 
@@ -28,9 +29,9 @@ class LiveEncoder:
         self.source = source
         self.audio = audio
         self.n_samples = audio.shape[-1]
-        self.framer = StreamingFramer(codec.preset, codec.cfg.frames, audio.shape[0])
+        self.framer = StreamingFramer(codec.preset, codec.frames_per_step, audio.shape[0])
         self.lookahead = lookahead_samples(codec.preset)
-        self.n_chunks = -(-codec.preset.frames_for(self.n_samples) // codec.cfg.frames)
+        self.n_chunks = -(-codec.preset.frames_for(self.n_samples) // codec.frames_per_step)
         self._pos = 0
         self._ready: list[torch.Tensor] = []
         self._index = 0  # index of _ready[0]
@@ -40,17 +41,17 @@ class LiveEncoder:
     def warm_up(self) -> None:
         """Run the encoder and the coder once on silence: first calls allocate and initialise."""
         preset, cfg = self.codec.preset, self.codec.cfg
-        x = torch.zeros(1, self.audio.shape[0], 2, preset.n_bins, cfg.frames)
+        x = torch.zeros(1, self.audio.shape[0], 2, preset.n_bins, cfg.frames_per_step)
         for _ in range(2):
             c = self.codec.source_coefficients(self.source, x)[0]
-            self.codec.encode_payload(c, c.shape[0], 10_000)
+            self.codec.encode_payload(c, c.shape[-1], 10_000)
 
     def samples_needed(self, i: int) -> int:
         """Samples that must have been captured to frame chunk ``i``."""
         return min(self.n_samples, (i + 1) * self.codec.chunk_samples + self.lookahead)
 
     def coefficients(self, i: int) -> torch.Tensor | None:
-        """All coefficients ``[d_s]`` of chunk ``i`` (None past the end of the signal)."""
+        """All coefficients ``[n_v, d_s]`` of chunk ``i`` (None past the end of the signal)."""
         if i >= self.n_chunks:
             return None
         t0 = time.perf_counter()

@@ -98,7 +98,7 @@ def _encoder_rtf(codec, mics: torch.Tensor) -> dict[str, Any]:
         for i in range(enc.n_chunks):
             t0 = time.perf_counter()
             coeffs = enc.coefficients(i)
-            codec.encode_payload(coeffs, coeffs.shape[0], None)  # every component: worst case
+            codec.encode_payload(coeffs, coeffs.shape[-1], None)  # every component: worst case
             times.append(time.perf_counter() - t0)
         out[str(s)] = {k: v / period for k, v in _pct(times).items()}
     return out
@@ -119,12 +119,13 @@ def _decode_rtf(codec, batches, steps: int) -> dict[str, Any]:
     period = codec.rate.chunk_seconds
     dec = BatchDecoder(codec, IdentityEnhancer(), ReceiverMetrics())
     rng = np.random.default_rng(0)
+    n_v = codec.cfg.vectors_per_step
     out = {}
     for b in batches:
         inv = [StreamingISTFT(codec.preset, codec.cfg.num_mics) for _ in range(b)]
         times = []
         for _ in range(steps):
-            rows = [[rng.standard_normal(d).astype(np.float32) * 0.5 for d in codec.latent_sizes]
+            rows = [[rng.standard_normal((n_v, d)).astype(np.float32) * 0.5 for d in codec.latent_sizes]
                     for _ in range(b)]
             t0 = time.perf_counter()
             spectra = dec.decode_batch(rows)

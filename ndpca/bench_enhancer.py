@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
     # one session's steps: chunks of the first example, decoded coefficients as the receiver has them
     mics = examples[0]["mics"].float()
     coeffs, _ = codec.signal_coefficients(mics)
-    plan = codec.plan_for_coefficients(args.bandwidth)
-    steps = [[c[i : i + 1, : plan.allocation[s]] for s, c in enumerate(coeffs)]
+    plan = codec.plan_for_components(args.bandwidth)
+    steps = [[c[i : i + 1, :, : plan.allocation[s]] for s, c in enumerate(coeffs)]
              for i in range(min(args.chunks, coeffs[0].shape[0]))]
     rows: list[dict[str, Any]] = []
     for name, n_steps in [("decoded", None), *_settings(args.settings)]:

@@ -51,15 +51,17 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def _check_checkpoint(settings, explicit_arch: str | None) -> None:
-    """Fail fast, before the server starts, on a missing, corrupt or wrong-architecture
+    """Fail fast, before the server starts, on a missing, corrupt, old-layout or wrong-architecture
     checkpoint (a UserError: one line, exit status 2)."""
     from server.model import checkpoint_path, resolve_device
     from shared.checkpoint import load_checkpoint
+    from shared.codec import check_layout
     from shared.errors import CheckpointError
 
     resolve_device(settings.device)
     path = checkpoint_path(settings.checkpoint, settings.arch, settings.checkpoint_dir)
     header = load_checkpoint(path, expect_kind="codec").header
+    check_layout(path, header)
     arch = header.get("arch")
     if explicit_arch and arch != explicit_arch:
         raise CheckpointError(f"{path} holds architecture {arch!r}, but --arch {explicit_arch} was "

@@ -33,7 +33,7 @@ class DecodeJob:
     """One step of one session.
 
     Attributes:
-        coeffs: per source the dequantised coefficients ``[k_s]`` (None: missing -> mean).
+        coeffs: per source the dequantised coefficients ``[n_v, k_s]`` (None: missing -> mean).
         valid_frames: frames of this step that belong to the signal (the last step may be
             shorter); 0 = nothing to decode.
         finish_length: a finishing job (no decode): flush the session's inverse STFT to
@@ -81,7 +81,8 @@ class BatchDecoder:
     async def start(self) -> None:
         """Warm the decoder up (first calls allocate and initialise) and start the worker."""
         loop = asyncio.get_running_loop()
-        rows = [[np.zeros(d, dtype=np.float32) for d in self.codec.latent_sizes]] * 2
+        n_v = self.codec.cfg.vectors_per_step
+        rows = [[np.zeros((n_v, d), dtype=np.float32) for d in self.codec.latent_sizes]] * 2
         for _ in range(3):
             await loop.run_in_executor(self._pool, self.decode_batch, rows)
         self._task = asyncio.create_task(self._run(), name="batch-decoder")
@@ -144,13 +145,15 @@ class BatchDecoder:
 
     @torch.no_grad()
     def decode_batch(self, rows: list[list[np.ndarray | None]]) -> torch.Tensor:
-        """Per job, per source coefficients -> spectra ``[B, M, 2, F, frames]``."""
+        """Per job, per source coefficients ``[n_v, k_s]`` (None: missing) -> spectra
+        ``[B, M, 2, F, frames_per_step]``."""
+        n_v = self.codec.cfg.vectors_per_step
         per_source = []
         for s in range(self.codec.n_sources):
-            ks = [0 if r[s] is None else len(r[s]) for r in rows]
-            x = torch.zeros(len(rows), max(ks), dtype=torch.float32)
+            ks = [0 if r[s] is None else np.shape(r[s])[-1] for r in rows]
+            x = torch.zeros(len(rows), n_v, max(ks), dtype=torch.float32)
             for b, r in enumerate(rows):
                 if ks[b]:
-                    x[b, : ks[b]] = torch.from_numpy(np.asarray(r[s], dtype=np.float32))
+                    x[b, :, : ks[b]] = torch.from_numpy(np.asarray(r[s], dtype=np.float32).reshape(n_v, -1))
             per_source.append(x)
         return self.codec.decode_coefficients(per_source)

@@ -122,7 +122,7 @@ class Session:
         self.n_sources = codec.n_sources
         self.expected = set(cfg.sources) if cfg.sources is not None else set(range(self.n_sources))
         self.period = codec.rate.chunk_seconds
-        self.frames = codec.cfg.frames
+        self.frames = codec.frames_per_step
         self.lookahead = lookahead_samples(codec.preset)
         self.clock = SessionClock(self.period, self.lookahead / codec.sample_rate, cfg.grace_s)
         self.buffer: JitterBuffer[Received] = JitterBuffer(self.n_sources)
@@ -262,7 +262,7 @@ class Session:
                 f"chunk {chunk.seq} of source {source} has {bits} bits; {bits_max} allocated",
             )
         try:
-            coeffs = self.codec.coder.decode(chunk.payload, chunk.k)
+            coeffs = self.codec.decode_payload(chunk.payload, chunk.k)
         except ValueError as exc:
             raise P.ProtocolError("bad_payload", str(exc)) from None
         item = Received(coeffs, chunk.k, chunk.k_allocated, chunk.alloc_step, bits,

@@ -10,8 +10,11 @@ preset, the sample rate and the rate defaults. The two halves:
   (Eq. 3) -> allocation per source; payloads (or ``None`` for a missing source) -> spectra of
   every microphone -> audio.
 
-Frames: a signal is framed once with ``torch.stft(center=True)`` and cut into chunks of
-``frames`` frames; chunk ``t`` holds frames ``[t * frames, (t + 1) * frames)``.
+Frames: a signal is framed once with ``torch.stft(center=True)`` and cut into steps
+("chunks" on the wire) of ``frames_per_step = G n_v`` frames; step ``t`` holds frames
+``[t G n_v, (t + 1) G n_v)``, that is ``n_v`` latent vectors of ``G`` frames per source. An
+allocation ``k_s`` holds for every vector of the step, so a payload carries ``n_v k_s``
+coefficients.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from shared.checkpoint import load_checkpoint, save_checkpoint
 from shared.coding import CoefficientCoder
 from shared.errors import CheckpointError
-from shared.models.architectures import DistributedAutoencoder, ModelConfig
+from shared.models.architectures import CODEC_LAYOUT, DistributedAutoencoder, ModelConfig
 from shared.ndpca import SourceBasis, allocate
 from shared.rate import RateConfig, budget_bits, budget_coefficients, split_bits
 from shared.stft import from_channels, get_preset, istft, stft, to_channels
@@ -112,8 +115,13 @@ class Codec:
         return [b.dim for b in self.bases]
 
     @property
+    def frames_per_step(self) -> int:
+        return self.cfg.frames_per_step
+
+    @property
     def chunk_samples(self) -> int:
-        return self.cfg.frames * self.preset.hop
+        """Samples per streaming step (``frames_per_step * hop``)."""
+        return self.cfg.frames_per_step * self.preset.hop
 
     @property
     def chunk_seconds(self) -> float:
@@ -136,6 +144,7 @@ class Codec:
         """Load a codec checkpoint; ``expect_arch`` guards against the wrong architecture."""
         ckpt = load_checkpoint(path, expect_kind=CHECKPOINT_KIND)
         head = ckpt.header
+        check_layout(path, head)
         try:
             cfg = ModelConfig(**head["model_config"])
         except Exception as exc:
@@ -171,6 +180,7 @@ class Codec:
         """Write this codec to ``path``; returns the content hash."""
         header = {
             "kind": CHECKPOINT_KIND,
+            "codec_layout": CODEC_LAYOUT,
             "arch": self.cfg.arch,
             "model_config": self.cfg.model_dump(),
             "stft": self.cfg.stft,
@@ -197,80 +207,96 @@ class Codec:
         return istft(from_channels(channels, self.cfg.representation), self.preset, length)
 
     def chunk(self, channels: torch.Tensor) -> torch.Tensor:
-        """``[M, 2, F, T]`` -> ``[n_chunks, M, 2, F, frames]``, zero-padding the last chunk."""
+        """``[M, 2, F, T]`` -> steps ``[n_steps, M, 2, F, frames_per_step]``, zero-padding the
+        last step."""
         t = channels.shape[-1]
-        n = -(-t // self.cfg.frames)
-        pad = n * self.cfg.frames - t
-        x = torch.nn.functional.pad(channels, (0, pad))
-        return x.reshape(*x.shape[:-1], n, self.cfg.frames).movedim(-2, 0)
+        per = self.frames_per_step
+        n = -(-t // per)
+        x = torch.nn.functional.pad(channels, (0, n * per - t))
+        return x.reshape(*x.shape[:-1], n, per).movedim(-2, 0)
 
     @staticmethod
     def unchunk(chunks: torch.Tensor, n_frames: int) -> torch.Tensor:
-        """Inverse of :meth:`chunk`: ``[n, M, 2, F, frames]`` -> ``[M, 2, F, n_frames]``."""
+        """Inverse of :meth:`chunk`: ``[n, M, 2, F, frames_per_step]`` -> ``[M, 2, F, n_frames]``."""
         x = chunks.movedim(0, -2)
         return x.reshape(*x.shape[:-2], -1)[..., :n_frames]
 
     # ------------------------------------------------------------------ edge side
     @torch.no_grad()
     def source_coefficients(self, s: int, chunk: torch.Tensor) -> torch.Tensor:
-        """Source ``s``'s microphones ``[B, M_s, 2, F, frames]`` -> coefficients ``[B, d_s]``."""
+        """Source ``s``'s microphones ``[B, M_s, 2, F, frames_per_step]`` -> normalised
+        coefficients ``[B, vectors_per_step, d_s]``."""
         z = self.model.encode_source(s, chunk.to(self.device))
         return self.bases[s].project(z, self.bases[s].dim)
 
     def encode_payload(self, coeffs: np.ndarray | torch.Tensor, k: int, budget_bits: int | None) -> EncodedChunk:
-        """Keep the first ``k`` of ``[d_s]`` coefficients and code them within ``budget_bits``."""
-        c = np.asarray(coeffs.detach().cpu() if isinstance(coeffs, torch.Tensor) else coeffs)[:k]
+        """Keep the first ``k`` components of every vector of one step (``[n_v, d_s]``) and code
+        them within ``budget_bits``; if they do not fit, fewer components (the same number
+        for every vector) are sent."""
+        c = np.asarray(coeffs.detach().cpu() if isinstance(coeffs, torch.Tensor) else coeffs)
+        c = np.atleast_2d(c)[:, :k]
         if budget_bits is None:
-            return EncodedChunk(self.coder.encode(c), len(c), k)
+            return EncodedChunk(self.coder.encode(c), c.shape[1], k)
         payload, sent = self.coder.encode_within(c, budget_bits)
         return EncodedChunk(payload, sent, k)
 
     # ------------------------------------------------------------------ receiver side
     def plan(self, capacity_bps: float, rule: str | None = None) -> Plan:
-        """Capacity -> budget (Eq. 3) -> allocation -> bits per source."""
-        total = budget_coefficients(capacity_bps, self.rate, sum(self.latent_sizes))
+        """Capacity -> budget (Eq. 3, coefficients per step) -> allocation -> bits per source.
+
+        A step holds ``n_v`` vectors per source and an allocation ``k_s`` applies to each of
+        them, so the allocation shares ``floor(L / n_v)`` components: ``sum_s k_s n_v <= L``.
+        """
+        n_v = self.cfg.vectors_per_step
+        total = budget_coefficients(capacity_bps, self.rate, n_v * sum(self.latent_sizes))
         bits = budget_bits(capacity_bps, self.rate)
-        alloc = allocate(self.bases, total, rule or self.allocation_rule)
+        alloc = allocate(self.bases, total // n_v, rule or self.allocation_rule)
         return Plan(float(capacity_bps), total, bits, alloc, split_bits(bits, alloc))
 
-    def plan_for_coefficients(self, total: int, rule: str | None = None) -> Plan:
-        """The plan for a budget of exactly ``total`` coefficients (bandwidth sweeps)."""
+    def plan_for_components(self, per_vector: int, rule: str | None = None) -> Plan:
+        """The plan whose allocation shares exactly ``per_vector`` components per vector
+        (bandwidth sweeps: ``per_vector`` is the paper's L for one latent vector)."""
+        total = per_vector * self.cfg.vectors_per_step
         capacity = total * self.rate.bits_per_coefficient / self.rate.chunk_seconds
         # guard against float rounding just under the integer
         capacity *= 1 + 1e-9
         return self.plan(capacity, rule)
 
+    def decode_payload(self, payload: bytes, k: int) -> np.ndarray:
+        """One source's payload of one step -> dequantised coefficients ``[n_v, k]``."""
+        return self.coder.decode(payload, k, self.cfg.vectors_per_step)
+
     def decode_payloads(self, payloads: Sequence[tuple[bytes, int] | None]) -> torch.Tensor:
-        """Per source ``(payload, k)`` or ``None`` (missing: mean) -> ``[M, 2, F, frames]``."""
+        """Per source ``(payload, k)`` or ``None`` (missing: mean) -> ``[M, 2, F, frames_per_step]``."""
         if len(payloads) != self.n_sources:
             raise ValueError(f"expected {self.n_sources} sources, got {len(payloads)}")
+        n_v = self.cfg.vectors_per_step
         coeffs = []
         for item in payloads:
             if item is None or item[1] == 0:
-                coeffs.append(torch.zeros(1, 0, device=self.device))
+                coeffs.append(torch.zeros(1, n_v, 0, device=self.device))
             else:
                 payload, k = item
-                c = self.coder.decode(payload, k)
-                coeffs.append(torch.from_numpy(c).to(self.device)[None])
+                coeffs.append(torch.from_numpy(self.decode_payload(payload, k)).to(self.device)[None])
         return self.decode_coefficients(coeffs)[0]
 
     @torch.no_grad()
     def decode_coefficients(self, coeffs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Per source normalised coefficients ``[B, k_s]`` -> spectra ``[B, M, 2, F, frames]``."""
+        """Per source normalised coefficients ``[B, n, k_s]`` -> spectra ``[B, M, 2, F, n G]``."""
         batch = max(c.shape[0] for c in coeffs)
         latents = []
         for b, c in zip(self.bases, coeffs):
             c = c.to(self.device).float()
             if c.shape[0] != batch:
-                c = c.expand(batch, -1)
-            latents.append(b.reconstruct(c, c.shape[1]))
+                c = c.expand(batch, -1, -1)
+            latents.append(b.reconstruct(c, c.shape[-1]))
         return self.model.decode(latents)
 
     # ------------------------------------------------------------------ offline
     @torch.no_grad()
     def signal_coefficients(self, mics: torch.Tensor) -> tuple[list[torch.Tensor], int]:
-        """All coefficients of a whole signal ``[M, N]``: per source ``[n_chunks, d_s]``,
-        and the number of STFT frames (to undo the chunk padding)."""
+        """All coefficients of a whole signal ``[M, N]``: per source ``[n_steps, n_v, d_s]``,
+        and the number of STFT frames (to undo the step padding)."""
         spec = self.spectra(mics)
         chunks = self.chunk(spec)
         coeffs = [self.source_coefficients(s, chunks[:, g]) for s, g in enumerate(self.mic_groups)]
@@ -280,52 +306,53 @@ class Codec:
     def code_signal(
         self,
         mics: torch.Tensor,
-        total: int,
+        per_vector: int,
         rule: str | None = None,
         quantise: bool = True,
         coefficients: tuple[list[torch.Tensor], int] | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Code a whole multi-microphone signal at a fixed budget of ``total`` coefficients,
-        chunk by chunk, exactly as edges and receiver do (allocation, quantisation, coding
-        within each source's share of the step's bits).
+        """Code a whole multi-microphone signal with ``per_vector`` components per latent vector
+        shared by the sources, step by step, exactly as edges and receiver do (allocation,
+        quantisation, coding within each source's share of the step's bits).
 
         Args:
             mics: ``[M, N]`` audio.
             coefficients: the output of :meth:`signal_coefficients` for ``mics`` (reused
                 across budgets by sweeps).
         Returns:
-            decoded audio ``[M, N]`` and stats (bits per chunk, coefficients sent, and the
-            decoded spectra ``[M, 2, F, T]`` before the inverse STFT).
+            decoded audio ``[M, N]`` and stats (bits per step, coefficients sent, the measured
+            bit rate, and the decoded spectra ``[M, 2, F, T]`` before the inverse STFT).
         """
         n = mics.shape[-1]
         full_coeffs, n_frames = coefficients or self.signal_coefficients(mics)
-        plan = self.plan_for_coefficients(total, rule)
-        n_chunks = full_coeffs[0].shape[0]
+        plan = self.plan_for_components(per_vector, rule)
+        n_steps = full_coeffs[0].shape[0]
         coeffs, bits, sent = [], 0, 0
         for s, full in enumerate(full_coeffs):
             k = plan.allocation[s]
             if not quantise:
-                coeffs.append(full[:, :k])
-                bits += 32 * k * n_chunks
-                sent += k * n_chunks
+                coeffs.append(full[..., :k])
+                bits += 32 * full[..., :k].numel()
+                sent += full[..., :k].numel()
                 continue
-            rows = torch.zeros(n_chunks, k, device=self.device)
-            for i, row in enumerate(full[:, :k].cpu().numpy()):
-                enc = self.encode_payload(row, k, plan.bits_per_source[s])
+            rows = torch.zeros(n_steps, full.shape[1], k, device=self.device)
+            for i, step in enumerate(full[..., :k].cpu().numpy()):
+                enc = self.encode_payload(step, k, plan.bits_per_source[s])
                 bits += enc.bits
-                sent += enc.k
-                q = self.coder.dequantise(self.coder.quantise(row[: enc.k]))
-                rows[i, : enc.k] = torch.from_numpy(q)
+                sent += enc.k * step.shape[0]
+                q = self.coder.dequantise(self.coder.quantise(step[:, : enc.k]))
+                rows[i, :, : enc.k] = torch.from_numpy(q)
             coeffs.append(rows)
-        out = self.decode_coefficients(coeffs)
+        out = torch.cat([self.decode_coefficients([c[i : i + 64] for c in coeffs])
+                         for i in range(0, n_steps, 64)])
         decoded_spectra = self.unchunk(out, n_frames)
         audio = self.to_audio(decoded_spectra, n)
         stats = {
             "budget_coefficients": plan.budget_coefficients,
             "allocation": plan.allocation,
-            "bits_per_chunk": bits / n_chunks,
-            "coefficients_per_chunk": sent / n_chunks,
-            "bitrate_bps": bits / n_chunks / self.chunk_seconds,
+            "bits_per_chunk": bits / n_steps,
+            "coefficients_per_chunk": sent / n_steps,
+            "bitrate_bps": bits / n_steps / self.chunk_seconds,
             "budget_bits_per_chunk": plan.budget_bits,
             "spectra": decoded_spectra,
         }
@@ -333,3 +360,17 @@ class Codec:
 
 
 _BASIS_FIELDS = ("mean", "basis", "singular_values", "std")
+
+
+def check_layout(path: str | Path, header: dict[str, Any]) -> None:
+    """Refuse a codec checkpoint of another latent layout (the old chunk-latent codec), naming
+    the command that makes a new one. Raises CheckpointError."""
+    if header.get("codec_layout") != CODEC_LAYOUT:
+        arch = header.get("arch", "ndpca-e4d1")
+        raise CheckpointError(
+            f"{path} holds a codec of the old chunk-latent layout (one vector per 256 ms "
+            f"chunk, layout {header.get('codec_layout', 1)}; this version reads layout "
+            f"{CODEC_LAYOUT}, frame-rate latents). Make a new one with `ndpca train "
+            f"--config training/configs/{arch}.toml --ship checkpoints` or use the shipped "
+            "checkpoints/ of this version"
+        )

@@ -6,6 +6,11 @@ mid-tread quantiser of step ``Delta = sqrt(12 D)`` (error variance D), clipped t
 against a discretised unit Gaussian, a model both ends compute from ``Delta`` alone (no side
 information). A payload is the coder's bit stream cut to whole bytes; its size in bits
 (``8 * len(payload)``) is what the channel carries and what the budget is checked against.
+
+A step's payload holds ``k`` components of each of ``n_v`` latent vectors (``[n_v, k]``),
+written component-major: component 0 of vectors 0..n_v-1, then component 1, ... so that
+the first ``j n_v`` symbols are exactly the payload of ``j`` components, and dropping whole
+trailing components (the least important) shortens the payload.
 """
 
 from __future__ import annotations
@@ -76,11 +81,17 @@ class CoefficientCoder:
         return words.astype("<u4").tobytes()[:nbytes], int(nbits)
 
     def encode(self, coeffs: np.ndarray) -> bytes:
-        """Quantise and code ``[k]`` coefficients into a payload."""
-        return self.encode_indices(self.quantise(coeffs))[0]
+        """Quantise and code ``[n_v, k]`` (or ``[k]``) coefficients into a payload."""
+        return self.encode_indices(_component_major(self.quantise(coeffs)))[0]
 
-    def decode(self, payload: bytes, k: int) -> np.ndarray:
-        """Payload -> ``[k]`` dequantised coefficients. Raises ValueError if it is too short."""
+    def decode(self, payload: bytes, k: int, vectors: int = 1) -> np.ndarray:
+        """Payload -> ``[vectors, k]`` dequantised coefficients. Raises ValueError if the
+        payload is too short."""
+        flat = self.decode_flat(payload, k * vectors)
+        return flat.reshape(k, vectors).T.copy()
+
+    def decode_flat(self, payload: bytes, k: int) -> np.ndarray:
+        """Payload -> the first ``k`` dequantised symbols in stream order."""
         if k == 0:
             return np.zeros(0, dtype=np.float32)
         radius, _, _, dec_tree = _tables(self.step, self.clip)
@@ -96,22 +107,39 @@ class CoefficientCoder:
         return self.dequantise(np.asarray(syms, dtype=np.int64) - radius)
 
     def encode_within(self, coeffs: np.ndarray, budget_bits: int) -> tuple[bytes, int]:
-        """Code as many leading coefficients as fit in ``budget_bits`` (bytes * 8).
+        """Code as many leading components of ``[n_v, k]`` coefficients as fit in
+        ``budget_bits`` (bytes * 8).
 
-        Returns (payload, k_sent). Components are ordered by importance, so dropping from the
-        end loses the least.
+        Returns (payload, components sent per vector). Components are ordered by importance,
+        so dropping from the end loses the least.
         """
-        q = self.quantise(coeffs)
-        k = len(q)
-        # fast path, then shrink; codes are prefix-free so bits(k) is monotone in k
-        while k > 0:
-            payload, _ = self.encode_indices(q[:k])
-            if 8 * len(payload) <= budget_bits:
-                return payload, k
-            k -= 1
-        return b"", 0
+        q = np.atleast_2d(self.quantise(coeffs))
+        n_v, k = q.shape
+        stream = _component_major(q)
+        if budget_bits <= 0 or k == 0:
+            return b"", 0
+        # codes are prefix-free, so bits(j) grows with j: bisect the largest j that fits
+        payload, _ = self.encode_indices(stream)
+        if 8 * len(payload) <= budget_bits:
+            return payload, k
+        lo, hi, best = 0, k - 1, b""
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            p, _ = self.encode_indices(stream[: mid * n_v])
+            if 8 * len(p) <= budget_bits:
+                lo, best = mid, p
+            else:
+                hi = mid - 1
+        if lo and not best:
+            best = self.encode_indices(stream[: lo * n_v])[0]
+        return best, lo
 
     def entropy_bits(self) -> float:
         """Entropy of the quantised unit Gaussian in bits per coefficient (the ideal cost)."""
         p = _tables(self.step, self.clip)[1]
         return float(-(p * np.log2(p)).sum())
+
+
+def _component_major(q: np.ndarray) -> np.ndarray:
+    """``[n_v, k]`` (or ``[k]``) indices -> the stream order: component by component."""
+    return np.atleast_2d(q).T.reshape(-1)

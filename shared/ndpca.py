@@ -50,16 +50,16 @@ class SourceBasis:
         return (self.mean, self.basis, self.singular_values, self.std)
 
     def project(self, z: torch.Tensor, k: int) -> torch.Tensor:
-        """Normalised coefficients of the first ``k`` components: ``[B, d] -> [B, k]``."""
+        """Normalised coefficients of the first ``k`` components: ``[..., d] -> [..., k]``."""
         c = (z - self.mean) @ self.basis[:, :k]
         return c / self.std[:k]
 
     def reconstruct(self, coeffs: torch.Tensor, k: int | None = None) -> torch.Tensor:
-        """Latent from normalised coefficients ``[B, k]`` -> ``[B, d]`` (k = 0: the mean)."""
+        """Latent from normalised coefficients ``[..., k]`` -> ``[..., d]`` (k = 0: the mean)."""
         k = coeffs.shape[-1] if k is None else k
         if k == 0:
-            return self.mean.expand(coeffs.shape[0], -1).clone()
-        return self.mean + (coeffs[:, :k] * self.std[:k]) @ self.basis[:, :k].T
+            return self.mean.expand(*coeffs.shape[:-1], -1).clone()
+        return self.mean + (coeffs[..., :k] * self.std[:k]) @ self.basis[:, :k].T
 
 
 def fit_basis(latents: torch.Tensor, projection: str = "pca", eps: float = 1e-6) -> SourceBasis:
@@ -71,10 +71,11 @@ def fit_basis(latents: torch.Tensor, projection: str = "pca", eps: float = 1e-6)
     mean = z.mean(0)
     zc = z - mean
     if projection == "pca":
-        _, s, vh = torch.linalg.svd(zc, full_matrices=True)
-        basis = vh.T  # [d, d]
-        sv = torch.zeros(d, dtype=torch.float64)
-        sv[: s.numel()] = s
+        # eigen-decomposition of Z_c^T Z_c: the right singular vectors and squared singular
+        # values of Z_c, at a cost independent of N
+        evals, evecs = torch.linalg.eigh(zc.T @ zc)
+        basis = evecs.flip(1)  # [d, d], descending
+        sv = evals.flip(0).clamp_min(0).sqrt()
         # sign convention: largest entry of each direction positive (deterministic bases)
         signs = torch.sign(basis[basis.abs().argmax(0), torch.arange(d)])
         basis = basis * torch.where(signs == 0, torch.ones_like(signs), signs)
@@ -115,9 +116,12 @@ def batch_pca_bottleneck(latents: Sequence[torch.Tensor], total: int) -> list[to
     svs, vs, means = [], [], []
     for z in latents:
         mu = z.mean(0, keepdim=True)
-        _, s, vh = torch.linalg.svd((z - mu).detach(), full_matrices=False)
-        svs.append(s.cpu().numpy())
-        vs.append(vh.T)
+        zc = (z - mu).detach().double()
+        # right singular vectors and singular values of the centred batch from its d x d
+        # Gram matrix (cheaper than an SVD of the [B, d] batch when B >= d)
+        evals, evecs = torch.linalg.eigh(zc.T @ zc)
+        svs.append(evals.flip(0).clamp_min(0).sqrt().cpu().numpy())
+        vs.append(evecs.flip(1).to(z.dtype))
         means.append(mu)
     ks = allocate_ndpca(svs, total)
     out = []

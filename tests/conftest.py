@@ -18,14 +18,15 @@ torch.set_num_threads(1)
 def tiny_model_config(arch: str = "ndpca-e4d1", stft: str = "stream", **kw):
     from shared.models.architectures import ModelConfig
 
-    base = dict(arch=arch, stft=stft, channels=16, n_res=1, latent_total=32, bottleneck_channels=4,
-                frames=8, n_down=1)
+    base = dict(arch=arch, stft=stft, latent_total=32, frame_dim=16, hidden_enc=16, hidden_dec=32,
+                frames=4, vectors_per_step=2)
     base.update(kw)
     return ModelConfig(**base)
 
 
 def tiny_codec(arch: str = "ndpca-e4d1", seed: int = 0, n_fit: int = 64):
-    """A random tiny codec with bases fitted on random audio."""
+    """A random tiny codec: linear transforms and bases fitted on random audio, residual
+    networks at random (non-zero) weights so that the nonlinear path is exercised."""
     from shared.codec import Codec
     from shared.models.architectures import DistributedAutoencoder
     from training.train import SpectralBank, fit_bases
@@ -34,7 +35,12 @@ def tiny_codec(arch: str = "ndpca-e4d1", seed: int = 0, n_fit: int = 64):
     cfg = tiny_model_config(arch)
     model = DistributedAutoencoder(cfg).eval()
     audio = [torch.randn(cfg.num_mics, 8000) * 0.1 for _ in range(4)]
-    bank = SpectralBank.from_examples(audio, cfg)
+    bank = SpectralBank.from_examples(audio, cfg, seq_vectors=2)
+    model.init_linear(bank.all_chunks())
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2 and not p.abs().sum():
+                p.normal_(0, 0.05)  # the residual networks start at zero; make them act
     bases = fit_bases(model, bank.all_chunks(stride=2)[:n_fit])
     return Codec(model, bases)
 

@@ -159,8 +159,8 @@ def write_capacity_trace(path: Path, rows: list[tuple[float, float]]) -> Path:
 
 
 def offline_decode(codec, audio: torch.Tensor, steps: list[dict[str, Any]], stage=None) -> torch.Tensor:
-    """Decode what the receiver received, offline: per step, each source's coefficients coded
-    with the step's allocation and bit budget (None where nothing arrived) -> audio ``[M, N]``
+    """Decode what the receiver received, offline: per step, each source's coefficients
+    (``[n_v, k_s]``) coded with the step's allocation and bit budget (None where nothing arrived) -> audio ``[M, N]``
     (``[C, N]`` after an enhancement ``stage`` applied to each step on its own)."""
     n = audio.shape[-1]
     spec = codec.spectra(audio)
@@ -174,11 +174,11 @@ def offline_decode(codec, audio: torch.Tensor, steps: list[dict[str, Any]], stag
         for s in range(codec.n_sources):
             k = st["k_received"][str(s)]
             if str(s) not in st["k_applied"]:
-                per.append(torch.zeros(1, 0))
+                per.append(torch.zeros(1, codec.cfg.vectors_per_step, 0))
                 continue
             enc = codec.encode_payload(full[s][i], st["allocation"][str(s)], st["bits_allocated"][str(s)])
             assert enc.k == k
-            per.append(torch.from_numpy(codec.coder.decode(enc.payload, enc.k))[None])
+            per.append(torch.from_numpy(codec.decode_payload(enc.payload, enc.k))[None])
         row = codec.decode_coefficients(per)
         rows.append(stage(row) if stage is not None else row)
     out = torch.cat(rows)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from conftest import tiny_codec
 
 from ndpca.cli import main
+from shared.checkpoint import save_checkpoint
 
 
 def _run(capsys, argv: list[str]) -> str:
@@ -18,12 +20,14 @@ def _run(capsys, argv: list[str]) -> str:
 
 
 def test_unknown_config_key(tmp_path, capsys):
+    """An unknown key in a training config is named with its section."""
     cfg = tmp_path / "c.toml"
     cfg.write_text('base = "base.toml"\n[model]\narch = "jae"\nlatentz = 3\n')
     assert "model.latentz" in _run(capsys, ["train", "--config", str(cfg)])
 
 
 def test_missing_and_corrupt_checkpoints(tmp_path, capsys):
+    """No checkpoint for evaluate, or a junk file for serve, is named in one line."""
     assert "no checkpoint for" in _run(capsys, ["evaluate", "--out", str(tmp_path / "o"),
                                                 "--checkpoints", str(tmp_path)])
     junk = tmp_path / "junk.ckpt"
@@ -32,6 +36,7 @@ def test_missing_and_corrupt_checkpoints(tmp_path, capsys):
 
 
 def test_bad_enhancer_checkpoint_stops_serve_before_it_starts(tmp_path, capsys):
+    """A junk or wrong-kind enhancer checkpoint stops serve before it starts."""
     codec = tmp_path / "codec.ckpt"
     tiny_codec().save(codec)
     junk = tmp_path / "enhancer.ckpt"
@@ -46,7 +51,24 @@ def test_bad_enhancer_checkpoint_stops_serve_before_it_starts(tmp_path, capsys):
                                           "--checkpoints", str(tmp_path)])
 
 
+def test_old_layout_checkpoint_names_the_training_command(tmp_path, capsys):
+    """A codec checkpoint of the old chunk-latent layout is refused with the command that makes a new one."""
+    old = tmp_path / "old.ckpt"
+    save_checkpoint(old, {"kind": "codec", "arch": "ndpca-e4d1", "stft": "stream",
+                          "model_config": {"arch": "ndpca-e4d1", "frames": 32, "channels": 64}},
+                    {"model.w": torch.zeros(1)})
+    command = "ndpca train --config training/configs/ndpca-e4d1.toml"
+    err = _run(capsys, ["serve", "--checkpoint", str(old), "--port", "0"])
+    assert str(old) in err and command in err
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros((2000, 4), np.float32), 16000)
+    err = _run(capsys, ["edge", "--session", "s", "--source", "0", "--input", str(wav), "--token", "t",
+                        "--checkpoint", str(old), "--retry-for", "1"])
+    assert str(old) in err and command in err
+
+
 def test_checkpoint_of_another_architecture(tmp_path, capsys):
+    """A checkpoint of another architecture than --arch names both."""
     path = tmp_path / "e2.ckpt"
     tiny_codec("naive-e2d1").save(path)
     err = _run(capsys, ["serve", "--checkpoint", str(path), "--arch", "ndpca-e4d1", "--port", "0"])
@@ -55,6 +77,7 @@ def test_checkpoint_of_another_architecture(tmp_path, capsys):
 
 @pytest.mark.parametrize("kind", ["wrong_rate", "unreadable"])
 def test_bad_audio_for_an_edge(tmp_path, capsys, kind):
+    """Wrong-rate or unreadable edge audio is named with the file."""
     ckpt = tmp_path / "c.ckpt"
     tiny_codec("ndpca-e4d1").save(ckpt)
     audio = tmp_path / "in.wav"

@@ -33,22 +33,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--no-progress", action="store_true")
     h.set_defaults(func=_train_enhancer)
 
-    e = sub.add_parser("evaluate", help="PSNR/SI-SDR/PESQ/STOI against bandwidth (paper Fig. 3b)")
+    e = sub.add_parser("evaluate", help="PESQ/STOI/SI-SDR/PSNR against the measured room rate, every "
+                       "codec and Opus (paper Fig. 3b and the rate-quality curves)")
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--checkpoints", type=Path, help="folder with <arch>-*.ckpt, and full_latent/<arch>-*.ckpt "
                    "for the full-latent naive baselines (default checkpoints/)")
     e.add_argument("--data-dir", type=Path, help="room data set (default data/rooms, built if missing)")
     e.add_argument("--limit", type=int, help="use only N test examples")
-    e.add_argument("--bandwidths", default="8,16,32,64,128,256")
+    e.add_argument("--bandwidths", help="comma-separated components per latent vector (default "
+                   "2,4,8,...,1024; values above the full width are dropped and the full width is "
+                   "always added; --task-aware: bandwidths of its sweep)")
     e.add_argument("--methods", help="comma-separated subset of the methods")
+    e.add_argument("--opus-kbps", help="comma-separated room-rate targets for Opus in kbit/s "
+                   "(default 6,8,12,16,24,32,48,64,96)")
     e.add_argument("--no-opus", action="store_true")
     e.add_argument("--no-perceptual", action="store_true", help="skip PESQ and STOI (fast)")
+    e.add_argument("--perceptual-mics", choices=["all", "ref"], default="all",
+                   help="PESQ/STOI for every microphone (default) or the reference microphone only")
     e.add_argument("--no-real", action="store_true", help="skip the real-speech evaluation")
     e.add_argument("--workers", type=int, default=2)
-    e.add_argument("--phase", choices=["griffinlim", "decoder"], default="griffinlim",
-                   help="phase of the waveform for SI-SDR/PESQ/STOI (default: Griffin-Lim on the "
-                        "decoded magnitude, started from the decoder's phase)")
-    e.add_argument("--gl-iters", type=int, default=16)
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     e.add_argument("--task-aware", action="store_true",
                    help="the task- and perception-aware experiment (Fig. 3c, Fig. 4): task-aware codecs "
@@ -110,10 +113,22 @@ def ship_checkpoint(path: Path, ship_dir: Path, arch: str) -> Path:
     return dest
 
 
+def _numbers(text: str | None, flag: str, kind: type = int) -> tuple | None:
+    """A comma-separated list of numbers, or None when the flag is absent."""
+    from shared.errors import UserError
+
+    if text is None:
+        return None
+    try:
+        return tuple(kind(b) for b in text.split(","))
+    except ValueError:
+        raise UserError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from shared.device import resolve_device
     from shared.errors import UserError
-    from training.evaluate import DEFAULT_CKPT_DIR, METHODS, run_evaluation
+    from training.evaluate import BANDWIDTHS, DEFAULT_CKPT_DIR, METHODS, OPUS_KBPS, run_evaluation
 
     if args.task_aware:
         return _evaluate_task(args)
@@ -121,17 +136,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise UserError(f"unknown method(s) {bad}; choose from {list(METHODS)}")
-    try:
-        bws = tuple(int(b) for b in args.bandwidths.split(","))
-    except ValueError:
-        raise UserError(f"--bandwidths must be comma-separated integers, got {args.bandwidths!r}") from None
+    bws = _numbers(args.bandwidths, "--bandwidths") or BANDWIDTHS
+    opus = () if args.no_opus else (_numbers(args.opus_kbps, "--opus-kbps", float) or OPUS_KBPS)
     res = run_evaluation(
         args.out, args.checkpoints or DEFAULT_CKPT_DIR, args.data_dir, args.limit, bws, methods,
-        opus=not args.no_opus, perceptual=not args.no_perceptual, workers=args.workers,
-        real=not args.no_real, device=resolve_device(args.device), phase=args.phase, gl_iters=args.gl_iters,
+        opus_kbps=opus, perceptual="none" if args.no_perceptual else args.perceptual_mics,
+        workers=args.workers, real=not args.no_real, device=resolve_device(args.device),
     )
-    print(f"results: {args.out / 'results.csv'}, summary: {args.out / 'summary.md'}, "
-          f"plot: {args.out / 'fig3b_psnr.png'} ({res['seconds']:.0f} s)")
+    print(f"results: {args.out / 'results.csv'}, summary: {args.out / 'summary.md'}, plots: "
+          f"{args.out / 'quality_vs_rate.png'}, {args.out / 'fig3b_psnr.png'} ({res['seconds']:.0f} s)")
     if "real" in res:
         print(f"real speech: {args.out / 'real' / 'summary.md'}")
     print(json.dumps(json.loads((args.out / "headline.json").read_text())["mean_below_full"], indent=1))
@@ -140,15 +153,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_task(args: argparse.Namespace) -> int:
     from shared.device import resolve_device
+    from training.evaluate import BANDWIDTHS
     from training.evaluate_task import PERCEPTION_DIR, TASK_DIR, TASK_METHODS, run_task_evaluation
 
     methods = tuple(args.methods.split(",")) if args.methods else tuple(TASK_METHODS)
-    try:
-        bws = tuple(int(b) for b in args.bandwidths.split(","))
-    except ValueError:
-        from shared.errors import UserError
-
-        raise UserError(f"--bandwidths must be comma-separated integers, got {args.bandwidths!r}") from None
+    bws = _numbers(args.bandwidths, "--bandwidths") or BANDWIDTHS
     res = run_task_evaluation(
         args.out, args.checkpoints or TASK_DIR, args.enhancer, args.data_dir, args.limit, bws, methods,
         args.sampler, perceptual=not args.no_perceptual, workers=args.workers, real=not args.no_real,

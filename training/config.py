@@ -23,19 +23,30 @@ from shared.rate import RateConfig
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
+class ExtraData(BaseModel):
+    """Another built data set whose training split joins the main one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: str  # relative to the repository root, or absolute
+    build_command: str | None = None  # how to build it (printed when it is missing)
+
+
 class DataSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dir: str | None = None  # default: training.data.dataset.default_data_dir()
     build: dict[str, Any] = Field(default_factory=dict)  # DataConfig overrides if it is built
-    max_train_examples: int | None = None
+    max_train_examples: int | None = None  # per data set
+    extra_dirs: list[ExtraData] = Field(default_factory=list)
 
 
 class TrainSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = 0
-    steps: int = Field(3000, ge=1)
+    steps: int = Field(3000, ge=0)  # 0: no training (the linear baselines: PCA only)
+    seq_vectors: int = Field(8, ge=1)  # latent vectors per training segment
     batch_size: int = Field(128, ge=2)
     lr: float = Field(1e-3, gt=0)
     lr_min: float = Field(1e-5, ge=0)
@@ -64,12 +75,13 @@ class RateSection(BaseModel):
 class LossWeights(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mse: float = 1.0
-    mse_complex: float = 0.1
-    cosine: float = 0.01
-    spectral_snr: float = 0.0
-    psnr: float = 0.01
-    nuclear: float = 0.1
+    mse: float = 1.0  # Eq. 10, compressed magnitude
+    mse_complex: float = 0.1  # compressed complex spectrum (phase included)
+    cosine: float = 0.01  # Eq. 11
+    spectral_snr: float = 0.0  # Eq. 12
+    psnr: float = 0.01  # Eq. 13
+    nuclear: float = 0.1  # NDPCA
+    mrstft: float = 0.0  # multi-resolution STFT loss of the decoded waveform
 
 
 class TaskSection(BaseModel):

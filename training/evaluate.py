@@ -1,23 +1,47 @@
-"""``ndpca evaluate``: the paper's bandwidth experiment (Fig. 3b) with one checkpoint per
-architecture serving every bandwidth.
+"""``ndpca evaluate``: quality against the room's bit rate, every codec and Opus.
 
-For every test example, method and total bandwidth L (coefficients per chunk), the
-multi-microphone signal is coded chunk by chunk exactly as the streaming system does it
-(allocation, projection, quantisation, Huffman coding within the step's bit budget) and
-decoded; metrics compare the decoded microphones with the originals. Outputs in ``DIR``:
-``results.csv`` (means per method and bandwidth), ``results_per_example.csv``,
-``fig3b_psnr.png``, ``summary.md`` and ``command.txt``.
+For every test example and method, the four-microphone signal is coded step by step exactly as
+the streaming system does it (allocation, projection, quantisation, entropy coding within each
+source's share of the step's bits) at every *bandwidth* of the sweep: ``per_vector``
+components per latent vector shared by the sources (the paper's L for one vector; the full
+width ``sum(latent_sizes)`` is always included). The rate is the one measured: all bits the
+sources produced, per second (``room_kbps``).
+
+Metrics per (example, method, bandwidth), each decoded microphone against its own captured
+signal (codec fidelity, not enhancement):
+
+* reference microphone (mic 0): PESQ-WB, STOI, SI-SDR of the waveform, and Eq. 13 PSNR on
+  its compressed magnitude spectra (columns ``pesq, stoi, si_sdr_db, psnr_db``);
+* all microphones: the mean over microphones of PESQ-WB, STOI and SI-SDR, and Eq. 13 PSNR over
+  all microphones' spectra (columns ``all_*``; the paper's Fig. 3b).
+
+Opus (libopus through PyAV, rate measured from packet sizes) at equal *room* rate, for each
+target room rate in ``opus_kbps``:
+
+* ``opus-ref``: the reference microphone alone coded at the whole room rate; only the
+  reference-microphone columns are filled (the other microphones are not sent);
+* ``opus-all``: every microphone at an equal share (target / M each); "not reachable" below
+  M times Opus's floor (no number is invented).
+
+Opus rows have ``bandwidth = -1`` (no latent components) and the room target in
+``target_kbps`` (empty for codec rows). For Opus the spectra compared are the STFT of its
+decoded audio; for the codecs the decoder's output spectra before the inverse STFT.
+
+Outputs in ``DIR`` (and ``DIR/real`` for held-out real speech): ``results.csv`` (means over
+examples per method, bandwidth and target), ``results_per_example.csv``, ``quality_vs_rate.png``,
+``fig3b_psnr.png``, ``headline.json``, ``summary.md`` (see :mod:`training.evaluate_report`) and
+``command.txt``.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import math
+import shlex
 import sys
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +51,33 @@ from tqdm import tqdm
 
 from shared.codec import Codec
 from shared.errors import CheckpointError, UserError
-from shared.stft import from_channels, griffin_lim
+from training.evaluate_report import (
+    PAPER,
+    STYLES,
+    fmt_cell,
+    headline,
+    per_bandwidth_lines,
+    write_report,
+)
 from training.losses import psnr_db
-from training.metrics import pesq_wb, si_sdr_db, spectral_psnr_db, stoi
+from training.metrics import pesq_wb, si_sdr_db, stoi
 from training.opus import opus_at_bitrate, opus_min_bitrate
+
+__all__ = ["BANDWIDTHS", "CODEC_CONFIGS", "DEFAULT_CKPT_DIR", "FIELDS", "METHODS", "OPUS_KBPS",
+           "OPUS_METHODS", "PAPER", "REPO", "STYLES", "aggregate", "codec_arch", "evaluate_examples",
+           "find_checkpoint", "find_codec", "fmt_cell", "headline", "per_bandwidth_lines",
+           "perceptual_scores", "run_evaluation", "sweep_bandwidths", "write_outputs"]
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CKPT_DIR = REPO / "checkpoints"
-BANDWIDTHS = (8, 16, 32, 64, 128, 256)
+# components per latent vector; values above the full width are dropped, the full width added
+BANDWIDTHS = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+OPUS_KBPS = (6, 8, 12, 16, 24, 32, 48, 64, 96)  # Opus's room-rate targets (kbit/s)
 # method -> (codec, allocation rule); a codec is "[subfolder/]architecture" inside the
 # checkpoint folder. Two naive baselines: "naive-*" trained with a random first-k truncation
 # (ordered latents, a strong baseline) and "naive-full-*" trained on the full latent with
-# nothing of NDPCA (the paper's "same encoders without NDPCA" taken literally).
+# nothing of NDPCA (the paper's "same encoders without NDPCA" taken literally). "dpca-*": no
+# network, per-source PCA of the stacked compressed complex STFT with NDPCA's allocation.
 METHODS: dict[str, tuple[str, str]] = {
     "jae": ("jae", "ndpca"),
     "ndpca-e2d1": ("ndpca-e2d1", "ndpca"),
@@ -49,19 +88,18 @@ METHODS: dict[str, tuple[str, str]] = {
     "naive-e4d1": ("naive-e4d1", "uniform"),
     "naive-full-e2d1": ("full_latent/naive-e2d1", "uniform"),
     "naive-full-e4d1": ("full_latent/naive-e4d1", "uniform"),
+    "dpca-e2d1": ("dpca-e2d1", "ndpca"),
+    "dpca-e4d1": ("dpca-e4d1", "ndpca"),
 }
+OPUS_METHODS = ("opus-ref", "opus-all")
 # training config (training/configs/<name>.toml) of codecs whose config is not named after them
 CODEC_CONFIGS = {"full_latent/naive-e2d1": "naive-e2d1-full", "full_latent/naive-e4d1": "naive-e4d1-full"}
-# the paper's headline numbers; its naive baseline is compared with both of ours
-PAPER = {"ndpca-e4d1 gain over naive (%)": 18.8, "ndpca-e2d1 gain over naive (%)": 16.1,
-         "ndpca-e4d1 gain over naive-full (%)": 18.8, "ndpca-e2d1 gain over naive-full (%)": 16.1,
-         "ndpca-e2d1 share of JAE (%)": 91.0}
-# line style of each method in the figures
-STYLES = {"jae": "k-o", "ndpca-e2d1": "C0-s", "ndpca-e4d1": "C1-^", "uniform-e2d1": "C0:s",
-          "uniform-e4d1": "C1:^", "naive-e2d1": "C0--x", "naive-e4d1": "C1--x",
-          "naive-full-e2d1": "C0-.+", "naive-full-e4d1": "C1-.+", "opus": "C3-d"}
-FIELDS = ["method", "bandwidth", "bitrate_bps", "psnr_db", "si_sdr_db", "pesq", "stoi",
-          "coefficients_per_chunk", "n_examples", "note"]
+METRICS = ("psnr_db", "si_sdr_db", "pesq", "stoi")
+ALL_METRICS = tuple(f"all_{k}" for k in METRICS)
+FIELDS = (["method", "bandwidth", "room_kbps", *METRICS, *ALL_METRICS, "target_kbps",
+           "opus_floor_kbps", "coefficients_per_step", "allocation", "n_examples", "note"])
+EXAMPLE_FIELDS = ["example"] + [k for k in FIELDS if k != "n_examples"]
+NAN = float("nan")
 
 
 def find_checkpoint(ckpt_dir: Path, arch: str, config: str | None = None) -> Path:
@@ -90,14 +128,19 @@ def find_codec(ckpt_dir: Path, codec: str, config_prefix: str = "") -> Path:
                            config_prefix + CODEC_CONFIGS.get(codec, arch))
 
 
-def reference_waveform(codec: Codec, stats: dict[str, Any], decoded: torch.Tensor, phase: str,
-                       gl_iters: int) -> np.ndarray:
-    """Microphone 0's decoded waveform: the decoder's own phase, or Griffin-Lim on the decoded
-    magnitude started from the decoder's phase."""
-    if phase == "decoder":
-        return decoded[0].numpy()
-    spec = from_channels(stats["spectra"][0], codec.cfg.representation)
-    return griffin_lim(spec.abs(), codec.preset, decoded.shape[-1], gl_iters, torch.angle(spec)).numpy()
+def finite_mean(values: list[float]) -> float:
+    """Mean of the finite values; NaN when there are none."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else NAN
+
+
+def sweep_bandwidths(requested: tuple[int, ...], full: int) -> tuple[int, ...]:
+    """The requested components per vector up to ``full``, with ``full`` always included."""
+    return tuple(sorted({int(b) for b in requested if 0 <= b <= full} | {full}))
+
+
+# ---------------------------------------------------------------------------- perceptual
 
 
 def _perceptual(job: tuple[np.ndarray, np.ndarray, int]) -> tuple[float, float]:
@@ -106,13 +149,43 @@ def _perceptual(job: tuple[np.ndarray, np.ndarray, int]) -> tuple[float, float]:
 
 
 def perceptual_scores(jobs: list[tuple[np.ndarray, np.ndarray, int]], workers: int = 2,
-                      progress: bool = True) -> list[tuple[float, float]]:
-    """(PESQ-WB, STOI) of every (reference, estimate, rate) job, in a process pool."""
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            return list(tqdm(pool.map(_perceptual, jobs, chunksize=4), total=len(jobs),
-                             disable=not progress, desc="pesq/stoi"))
-    return [_perceptual(j) for j in tqdm(jobs, disable=not progress, desc="pesq/stoi")]
+                      progress: bool = True, pool: Executor | None = None) -> list[tuple[float, float]]:
+    """(PESQ-WB, STOI) of every (reference, estimate, rate) job, in a process pool (``pool``
+    when given, else a new one of ``workers`` processes; in this process for ``workers <= 1``)."""
+    if not jobs:
+        return []
+    if pool is None and workers > 1:
+        with ProcessPoolExecutor(workers) as own:
+            return perceptual_scores(jobs, workers, progress, own)
+    it = pool.map(_perceptual, jobs, chunksize=4) if pool is not None else map(_perceptual, jobs)
+    return list(tqdm(it, total=len(jobs), disable=not progress, desc="pesq/stoi"))
+
+
+def score_rows(rows: list[dict[str, Any]], mics: np.ndarray, sr: int, mode: str,
+               workers: int, pool: Executor | None) -> None:
+    """Fill ``pesq, stoi`` (mic 0) and ``all_pesq, all_stoi`` (mean over microphones) of one
+    example's rows from their decoded audio (key ``_decoded``, removed). ``mode``: "all",
+    "ref" (reference microphone only) or "none"."""
+    jobs, owners = [], []
+    for i, row in enumerate(rows):
+        dec = row.pop("_decoded")
+        row.update(pesq=NAN, stoi=NAN, all_pesq=NAN, all_stoi=NAN)
+        if dec is None or mode == "none":
+            continue
+        n = dec.shape[0] if mode == "all" else 1
+        jobs += [(mics[m], dec[m], sr) for m in range(n)]
+        owners += [i] * n
+    per_row: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for i, s in zip(owners, perceptual_scores(jobs, workers, False, pool)):
+        per_row[i].append(s)
+    for i, scores in per_row.items():
+        rows[i]["pesq"], rows[i]["stoi"] = scores[0]
+        if len(scores) == len(mics):
+            rows[i]["all_pesq"] = finite_mean([p for p, _ in scores])
+            rows[i]["all_stoi"] = finite_mean([t for _, t in scores])
+
+
+# ---------------------------------------------------------------------------- coding
 
 
 def _load_examples(data_dir: Path, split: str, limit: int | None) -> list[dict[str, Any]]:
@@ -123,225 +196,188 @@ def _load_examples(data_dir: Path, split: str, limit: int | None) -> list[dict[s
     return [ds[i] for i in range(n)]
 
 
+def _psnr(spec_out: torch.Tensor, spec_in: torch.Tensor, rep: str) -> float:
+    return float(psnr_db(spec_out[None], spec_in[None], rep)[0])
+
+
+def quality(mics: torch.Tensor, decoded: torch.Tensor, spec_in: torch.Tensor,
+            spec_out: torch.Tensor, rep: str) -> dict[str, Any]:
+    """Waveform and spectral metrics of ``decoded`` ``[K, N]`` (K = M microphones, or 1: the
+    reference microphone alone) against ``mics`` ``[M, N]``; PESQ/STOI come later."""
+    k = decoded.shape[0]
+    sdr = [si_sdr_db(mics[m].numpy(), decoded[m].numpy()) for m in range(k)]
+    out = {"psnr_db": _psnr(spec_out[:1], spec_in[:1], rep), "si_sdr_db": sdr[0],
+           "all_psnr_db": NAN, "all_si_sdr_db": NAN, "_decoded": decoded.numpy()}
+    if k == mics.shape[0]:
+        out.update(all_psnr_db=_psnr(spec_out, spec_in, rep), all_si_sdr_db=float(np.mean(sdr)))
+    return out
+
+
+def codec_rows(ex_id: str, mics: torch.Tensor, codecs: dict[str, Codec], methods: tuple[str, ...],
+               bandwidths: tuple[int, ...]) -> list[dict[str, Any]]:
+    """One row per method and bandwidth (up to and including each codec's full width)."""
+    rows = []
+    for ref in dict.fromkeys(METHODS[m][0] for m in methods):
+        codec = codecs[ref]
+        cache = codec.signal_coefficients(mics)
+        spec_in = codec.spectra(mics).cpu()
+        for method in (m for m in methods if METHODS[m][0] == ref):
+            for bw in sweep_bandwidths(bandwidths, sum(codec.latent_sizes)):
+                dec, stats = codec.code_signal(mics, bw, METHODS[method][1], coefficients=cache)
+                rows.append({
+                    "method": method, "bandwidth": bw, "target_kbps": None, "example": ex_id,
+                    "room_kbps": stats["bitrate_bps"] / 1000, "opus_floor_kbps": NAN,
+                    "coefficients_per_step": stats["coefficients_per_chunk"],
+                    "allocation": "/".join(map(str, stats["allocation"])), "note": "",
+                    **quality(mics, dec.cpu(), spec_in, stats["spectra"].cpu(), codec.cfg.representation),
+                })
+    return rows
+
+
+def _opus_row(method: str, ex_id: str, target_kbps: float, floor_kbps: float) -> dict[str, Any]:
+    return {"method": method, "bandwidth": -1, "target_kbps": target_kbps, "example": ex_id,
+            "room_kbps": NAN, "opus_floor_kbps": floor_kbps, "coefficients_per_step": NAN,
+            "allocation": "", "note": "", "_decoded": None,
+            **dict.fromkeys(("psnr_db", "si_sdr_db", "all_psnr_db", "all_si_sdr_db"), NAN)}
+
+
+def opus_rows(ex_id: str, mics: torch.Tensor, codec: Codec, targets_kbps: tuple[float, ...]) -> list[dict[str, Any]]:
+    """``opus-ref`` and ``opus-all`` rows at every room-rate target.
+
+    ``opus_floor_kbps`` is the lowest room rate each kind reaches on this example: the rate
+    Opus's lowest setting measures on microphone 0 (opus-ref), M times the largest such rate
+    over the microphones (opus-all: equal shares). Targets below it keep NaN metrics and say
+    "not reachable" in ``note``.
+    """
+    sr, m_count = codec.sample_rate, mics.shape[0]
+    audio = [m.numpy() for m in mics]
+    floors = [opus_min_bitrate(a, sr).bitrate_bps / 1000 for a in audio]
+    spec_in = codec.spectra(mics).cpu()
+
+    def coded(dec: np.ndarray) -> dict[str, Any]:
+        d = torch.from_numpy(dec)
+        return quality(mics, d, spec_in, codec.spectra(d).cpu(), codec.cfg.representation)
+
+    rows = []
+    for t in targets_kbps:
+        ref = _opus_row("opus-ref", ex_id, t, floors[0])
+        res = opus_at_bitrate(audio[0], sr, t * 1000) if floors[0] <= t else None
+        if res is None or res.audio is None:
+            ref["note"] = f"not reachable: {t:g} kbit/s is below Opus's floor on the reference microphone"
+        else:
+            ref.update(room_kbps=res.bitrate_bps / 1000, **coded(res.audio[None]))
+        every = _opus_row("opus-all", ex_id, t, m_count * max(floors))
+        share = t / m_count
+        res_all = [opus_at_bitrate(a, sr, share * 1000) for a in audio] if max(floors) <= share else []
+        if not res_all or any(r.audio is None for r in res_all):
+            every["note"] = (f"not reachable: {t:g} kbit/s / {m_count} microphones = {share:.2f} kbit/s "
+                             "each, below Opus's floor")
+        else:
+            every.update(room_kbps=sum(r.bitrate_bps for r in res_all) / 1000,
+                         **coded(np.stack([r.audio for r in res_all])))
+        rows += [ref, every]
+    return rows
+
+
 def evaluate_examples(
     examples: list[dict[str, Any]],
     codecs: dict[str, Codec],
     bandwidths: tuple[int, ...] = BANDWIDTHS,
     methods: tuple[str, ...] = tuple(METHODS),
-    opus: bool = True,
-    perceptual: bool = True,
+    opus_kbps: tuple[float, ...] = OPUS_KBPS,
+    perceptual: str = "all",
     workers: int = 2,
     progress: bool = True,
-    phase: str = "griffinlim",
-    gl_iters: int = 16,
 ) -> list[dict[str, Any]]:
-    """Per-example rows for every (method, bandwidth).
+    """Per-example rows of every method at every bandwidth, then Opus at every target.
 
-    PSNR (Eq. 13) compares the decoder's output spectra with the input spectra of all
-    microphones; SI-SDR, PESQ and STOI compare microphone 0's waveform (phase from ``phase``)
-    with the original microphone 0.
+    ``perceptual``: "all" (PESQ/STOI of every microphone), "ref" (the reference microphone
+    only) or "none"; scored per example in one shared process pool.
     """
     rows: list[dict[str, Any]] = []
-    jobs: list[tuple[np.ndarray, np.ndarray, int]] = []
     any_codec = next(iter(codecs.values()))
-    preset, rep, sr = any_codec.preset, any_codec.cfg.representation, any_codec.sample_rate
-    total = len(examples) * len(bandwidths) * (len(methods) + (1 if opus else 0))
-    bar = tqdm(total=total, disable=not progress, desc="evaluate")
-    for ex in examples:
-        mics = ex["mics"].float()
-        ref0 = mics[0].numpy()
-        cache = {a: c.signal_coefficients(mics) for a, c in codecs.items()}
-        spectra_in = any_codec.spectra(mics)[None]
-        for method in methods:
-            ref, rule = METHODS[method]
-            codec = codecs[ref]
-            for L in bandwidths:
-                dec, stats = codec.code_signal(mics, L, rule, coefficients=cache[ref])
-                wave0 = reference_waveform(codec, stats, dec, phase, gl_iters)
-                rows.append({
-                    "method": method, "bandwidth": L, "example": ex["id"],
-                    "bitrate_bps": stats["bitrate_bps"],
-                    "coefficients_per_chunk": stats["coefficients_per_chunk"],
-                    "psnr_db": float(psnr_db(stats["spectra"][None], spectra_in, rep)[0]),
-                    "si_sdr_db": si_sdr_db(ref0, wave0), "note": "",
-                })
-                jobs.append((ref0, wave0, sr))
-                bar.update()
-        if opus:
-            rate = any_codec.rate
-            for L in bandwidths:
-                target = L * rate.bits_per_coefficient / rate.chunk_seconds
-                per_mic = [opus_at_bitrate(m.numpy(), sr, target / mics.shape[0]) for m in mics]
-                row = {"method": "opus", "bandwidth": L, "example": ex["id"],
-                       "coefficients_per_chunk": float("nan")}
-                if any(r.audio is None for r in per_mic):
-                    row.update(bitrate_bps=float("nan"), psnr_db=float("nan"), si_sdr_db=float("nan"),
-                               note=f"not reachable: target {target:.0f} bit/s for {mics.shape[0]} mics")
-                    rows.append(row)
-                    jobs.append(None)  # type: ignore[arg-type]
-                else:
-                    dec = torch.from_numpy(np.stack([r.audio for r in per_mic]))
-                    row.update(bitrate_bps=sum(r.bitrate_bps for r in per_mic),
-                               psnr_db=spectral_psnr_db(mics, dec, preset, rep),
-                               si_sdr_db=si_sdr_db(ref0, dec[0].numpy()), note="")
-                    rows.append(row)
-                    jobs.append((ref0, dec[0].numpy(), sr))
-                bar.update()
-            # the lowest rate Opus reaches, as a reference point beside the sweep
-            per_mic = [opus_min_bitrate(m.numpy(), sr) for m in mics]
-            dec = torch.from_numpy(np.stack([r.audio for r in per_mic]))
-            rows.append({"method": "opus-min", "bandwidth": -1, "example": ex["id"],
-                         "bitrate_bps": sum(r.bitrate_bps for r in per_mic),
-                         "coefficients_per_chunk": float("nan"),
-                         "psnr_db": spectral_psnr_db(mics, dec, preset, rep),
-                         "si_sdr_db": si_sdr_db(ref0, dec[0].numpy()),
-                         "note": "Opus at its lowest reachable rate (compression_level 1.0)"})
-            jobs.append((ref0, dec[0].numpy(), sr))
-    bar.close()
-    if perceptual:
-        it = iter(perceptual_scores([j for j in jobs if j is not None], workers, progress))
-        for row, job in zip(rows, jobs):
-            row["pesq"], row["stoi"] = next(it) if job is not None else (float("nan"), float("nan"))
-    else:
-        for row in rows:
-            row["pesq"] = row["stoi"] = float("nan")
+    use_pool = perceptual != "none" and workers > 1
+    with ProcessPoolExecutor(workers) if use_pool else nullcontext() as pool:
+        for ex in tqdm(examples, disable=not progress, desc="evaluate"):
+            mics = ex["mics"].float()
+            ex_rows = codec_rows(ex["id"], mics, codecs, methods, bandwidths)
+            ex_rows += opus_rows(ex["id"], mics, any_codec, opus_kbps) if opus_kbps else []
+            score_rows(ex_rows, mics.numpy(), any_codec.sample_rate, perceptual, workers, pool)
+            rows += ex_rows
     return rows
 
 
+# ---------------------------------------------------------------------------- results
+
+
+def _agg_note(rs: list[dict[str, Any]]) -> str:
+    notes = [r.get("note", "") for r in rs]
+    parts = []
+    for n in dict.fromkeys(x for x in notes if x):
+        k = notes.count(n)
+        parts.append(n if k == len(rs) else f"{n} ({k} of {len(rs)} examples)")
+    return "; ".join(parts)
+
+
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean over examples per (method, bandwidth), NaNs ignored."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    """Mean over examples per (method, bandwidth, target), NaNs ignored; in method order."""
+    groups: dict[tuple[str, int, Any], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        groups[(r["method"], r["bandwidth"])].append(r)
+        groups[(r["method"], r["bandwidth"], r.get("target_kbps"))].append(r)
+    order = {m: i for i, m in enumerate([*METHODS, *OPUS_METHODS])}
     out = []
-    for (method, bw), rs in groups.items():
-        agg: dict[str, Any] = {"method": method, "bandwidth": bw, "n_examples": len(rs),
-                               "note": rs[0].get("note", "")}
-        for key in ("bitrate_bps", "psnr_db", "si_sdr_db", "pesq", "stoi", "coefficients_per_chunk"):
-            vals = np.array([r[key] for r in rs], dtype=np.float64)
-            agg[key] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+    for (method, bw, target), rs in groups.items():
+        agg: dict[str, Any] = {"method": method, "bandwidth": bw, "target_kbps": target,
+                               "allocation": rs[0].get("allocation", ""), "n_examples": len(rs),
+                               "note": _agg_note(rs)}
+        for key in ("room_kbps", *METRICS, *ALL_METRICS, "opus_floor_kbps", "coefficients_per_step"):
+            agg[key] = finite_mean([r.get(key, NAN) for r in rs])
         out.append(agg)
-    return out
+    return sorted(out, key=lambda r: (order.get(r["method"], len(order)), r["method"], r["bandwidth"],
+                                      r["target_kbps"] or 0))
 
 
-def headline(agg: list[dict[str, Any]], full: int, key: str = "psnr_db") -> dict[str, Any]:
-    """The paper's ratios on ``key``: NDPCA gain over each naive baseline and over the uniform
-    split (%), and NDPCA-E2D1 as a share of JAE (%), per bandwidth below ``full`` and their mean."""
-    val = {(r["method"], r["bandwidth"]): r[key] for r in agg}
-    bws = sorted({bw for (_, bw) in val if 0 < bw < full})
-    out: dict[str, Any] = {"per_bandwidth": {}}
-    for bw in bws:
-        d = {}
-        for e in ("e2d1", "e4d1"):
-            a = val.get((f"ndpca-{e}", bw))
-            for base in ("naive", "naive-full", "uniform"):
-                b = val.get((f"{base}-{e}", bw))
-                if a is not None and b is not None:
-                    d[f"ndpca-{e} gain over {base} (%)"] = 100 * (a - b) / abs(b)
-        j, n2 = val.get(("jae", bw)), val.get(("ndpca-e2d1", bw))
-        if j is not None and n2 is not None:
-            d["ndpca-e2d1 share of JAE (%)"] = 100 * n2 / j
-        out["per_bandwidth"][bw] = d
-    keys = sorted({k for d in out["per_bandwidth"].values() for k in d})
-    out["mean_below_full"] = {k: float(np.mean([d[k] for d in out["per_bandwidth"].values() if k in d]))
-                              for k in keys}
-    return out
+def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
 
 
 def write_outputs(out_dir: Path, rows: list[dict[str, Any]], meta: dict[str, Any], title: str) -> list[dict[str, Any]]:
+    """CSV files, plots, ``headline.json`` and ``summary.md``; returns the aggregated rows."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    agg = sorted(aggregate(rows), key=lambda r: (r["method"], r["bandwidth"]))
-    with open(out_dir / "results.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, FIELDS)
-        w.writeheader()
-        for r in agg:
-            w.writerow({k: r.get(k) for k in FIELDS})
-    with open(out_dir / "results_per_example.csv", "w", newline="") as fh:
-        keys = ["method", "bandwidth", "example"] + [k for k in FIELDS if k not in ("method", "bandwidth", "n_examples")]
-        w = csv.DictWriter(fh, keys, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    full = meta["full_latent"]
-    head = headline(agg, full)
-    (out_dir / "headline.json").write_text(json.dumps(head, indent=1))
-    plot_fig3b(agg, out_dir / "fig3b_psnr.png", title)
-    write_summary(out_dir / "summary.md", agg, head, meta, title)
+    agg = aggregate(rows)
+    _write_csv(out_dir / "results.csv", FIELDS, agg)
+    _write_csv(out_dir / "results_per_example.csv", EXAMPLE_FIELDS, rows)
+    write_report(out_dir, agg, meta, title)
     return agg
 
 
-def plot_fig3b(agg: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in ((axes[0], "psnr_db", "PSNR (dB), Eq. 13"), (axes[1], "si_sdr_db", "SI-SDR (dB)")):
-        for method, style in STYLES.items():
-            pts = sorted((r["bandwidth"], r[key]) for r in agg if r["method"] == method and r["bandwidth"] > 0
-                         and math.isfinite(r[key]))
-            if pts:
-                ax.plot(*zip(*pts), style, label=method)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("total bandwidth (coefficients per chunk)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+# ---------------------------------------------------------------------------- the experiment
 
 
-def fmt_cell(v: Any, nd: int = 2) -> str:
-    """A table cell: ``v`` with ``nd`` decimals, "n/a" for missing or non-finite values."""
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}f}"
+def command_line() -> str:
+    """The command as typed (``ndpca ...`` for the console script and ``python -m ndpca``)."""
+    argv = sys.argv
+    if Path(argv[0]).name == "ndpca" or Path(argv[0]).parent.name == "ndpca":
+        return shlex.join(["ndpca", *argv[1:]])
+    return shlex.join(argv)
 
 
-def per_bandwidth_lines(head: dict[str, Any]) -> list[str]:
-    """Markdown table of the headline ratios per bandwidth (rows of :func:`headline`)."""
-    keys = list(head["mean_below_full"])
-    lines = ["| bandwidth | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    for bw, d in head["per_bandwidth"].items():
-        lines.append(f"| {bw} | " + " | ".join(fmt_cell(d.get(k), 1) for k in keys) + " |")
-    return lines
+def _real_data(data_dir: Path, num_mics: int, limit: int | None) -> Path | None:
+    """Held-out LibriSpeech test-other speech and recorded noise in simulated rooms
+    (``<data_dir>/../rooms_real``, built when ``../shared/data`` exists)."""
+    root = REPO.parent / "shared" / "data"
+    if not (root / "speech" / "librispeech").is_dir():
+        return None
+    from training.data.build import DataConfig, build_dataset
 
-
-def write_summary(path: Path, agg: list[dict[str, Any]], head: dict[str, Any], meta: dict[str, Any], title: str) -> None:
-    lines = [f"# {title}", "", f"Command: `{meta['command']}`", "",
-             f"Test examples: {meta['n_examples']} ({meta['data']}). Rate configuration: "
-             f"{meta['rate']}. Checkpoints: {meta['checkpoints']}.", "",
-             "## PSNR (dB) by total bandwidth (coefficients per chunk)", ""]
-    bws = sorted({r["bandwidth"] for r in agg if r["bandwidth"] >= 0})  # 0: nothing sent, sources at their means
-    methods = [m for m in list(METHODS) + ["opus"] if any(r["method"] == m for r in agg)]
-    cell = {(r["method"], r["bandwidth"]): r for r in agg}
-    for key, name in (("psnr_db", "PSNR (dB)"), ("si_sdr_db", "SI-SDR (dB)"), ("pesq", "PESQ-WB"),
-                      ("stoi", "STOI"), ("bitrate_bps", "bit rate produced (bit/s)")):
-        if key != "psnr_db":
-            lines += ["", f"## {name}", ""]
-        lines.append("| method | " + " | ".join(str(b) for b in bws) + " |")
-        lines.append("|---|" + "---|" * len(bws))
-        for m in methods:
-            vals = [fmt_cell(cell.get((m, b), {}).get(key), 0 if key == "bitrate_bps" else 2) for b in bws]
-            lines.append(f"| {m} | " + " | ".join(vals) + " |")
-    mins = [r for r in agg if r["method"] == "opus-min"]
-    if mins:
-        r = mins[0]
-        lines += ["", f"Opus cannot reach these rates (it needs about 6 kbit/s per microphone); at its "
-                  f"lowest reachable rate, {fmt_cell(r['bitrate_bps'], 0)} bit/s for all microphones, it scores "
-                  f"PSNR {fmt_cell(r['psnr_db'])} dB, SI-SDR {fmt_cell(r['si_sdr_db'])} dB, PESQ {fmt_cell(r['pesq'])}, "
-                  f"STOI {fmt_cell(r['stoi'])}."]
-    lines += ["", "## Headline ratios (ours beside the paper's)", "",
-              "| ratio | ours, mean over bandwidths below the full latent | paper |", "|---|---|---|"]
-    for k, v in head["mean_below_full"].items():
-        lines.append(f"| {k} | {fmt_cell(v, 1)} | {PAPER.get(k, '-')} |")
-    lines += ["", "Per bandwidth:", ""] + per_bandwidth_lines(head)
-    lines += ["", "Definitions: PSNR is Eq. 13 on the compressed magnitude STFT of all microphones, "
-              "decoder output against input (for Opus: the STFT of its decoded audio); "
-              "SI-SDR, PESQ (wide-band) and STOI on microphone 0's waveform against the original "
-              f"microphone 0 signal, phase: {meta.get('phase', 'decoder')}; bit rate is the bytes the coder produced (payload, whole bytes per source and "
-              "chunk). One checkpoint per architecture serves every bandwidth."]
-    path.write_text("\n".join(lines) + "\n")
+    manifest = build_dataset(
+        DataConfig(num_mics=num_mics, speech_dir=str(root / "speech" / "librispeech"),
+                   noise_dir=str(root / "noise"), n_train=0, n_val=0, n_test=limit or 24, seed=7),
+        data_dir.parent / "rooms_real")
+    return manifest.parent
 
 
 def run_evaluation(
@@ -351,16 +387,16 @@ def run_evaluation(
     limit: int | None = None,
     bandwidths: tuple[int, ...] = BANDWIDTHS,
     methods: tuple[str, ...] = tuple(METHODS),
-    opus: bool = True,
-    perceptual: bool = True,
+    opus_kbps: tuple[float, ...] = OPUS_KBPS,
+    perceptual: str = "all",
     workers: int = 2,
     real: bool = True,
     device: str = "cpu",
     progress: bool = True,
-    phase: str = "griffinlim",
-    gl_iters: int = 16,
 ) -> dict[str, Any]:
-    """The whole experiment; returns the aggregated rows (and the real-speech ones)."""
+    """The whole experiment (synthetic test rooms, then real speech when available); returns
+    the aggregated rows per data set and the seconds taken. ``opus_kbps=()`` skips Opus;
+    ``perceptual`` is "all", "ref" or "none"."""
     from training.data.dataset import default_data_dir
 
     t0 = time.time()
@@ -368,40 +404,30 @@ def run_evaluation(
     paths = {r: find_codec(ckpt_dir, r) for r in refs}
     codecs = {r: Codec.load(paths[r], device=device, expect_arch=codec_arch(r)) for r in refs}
     any_codec = next(iter(codecs.values()))
-    full = sum(any_codec.latent_sizes)
     data_dir = data_dir or default_data_dir()
     if not (data_dir / "manifest.json").is_file():
         from training.data.build import DataConfig, build_dataset
 
         build_dataset(DataConfig(num_mics=any_codec.cfg.num_mics), data_dir)
-    meta = {"phase": f"{phase}" + (f" ({gl_iters} iterations from the decoder's phase)" if phase == "griffinlim" else ""),
-            "command": "ndpca " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("ndpca") else " ".join(sys.argv),
-            "rate": any_codec.rate.__dict__, "full_latent": full,
+    meta = {"command": command_line(), "rate": any_codec.rate.__dict__,
+            "full_latent": sum(any_codec.latent_sizes), "vectors_per_step": any_codec.cfg.vectors_per_step,
+            "vector_ms": 1000 * any_codec.chunk_seconds / any_codec.cfg.vectors_per_step,
+            "perceptual": perceptual,
             "checkpoints": {r: f"{paths[r].relative_to(ckpt_dir)} (sha256 {c.sha256[:12]})"
                             for r, c in codecs.items()}}
-    examples = _load_examples(data_dir, "test", limit)
-    if not examples:
-        raise UserError(f"no test examples in {data_dir}; rebuild it with `ndpca data build`")
-    rows = evaluate_examples(examples, codecs, bandwidths, methods, opus, perceptual, workers, progress,
-                             phase, gl_iters)
-    meta.update(n_examples=len(examples), data=f"synthetic rooms, test split, {data_dir}")
-    result = {"synthetic": write_outputs(out_dir, rows, meta, "Task-agnostic coding, synthetic test rooms")}
+    sets = [("synthetic", data_dir, out_dir, f"synthetic rooms, test split, {data_dir}",
+             "Quality against room rate, synthetic test rooms")]
+    real_dir = _real_data(data_dir, any_codec.cfg.num_mics, limit) if real else None
+    if real_dir is not None:
+        sets.append(("real", real_dir, out_dir / "real", "LibriSpeech test-other speech and real recorded "
+                     "noise (../shared/data) in simulated rooms", "Quality against room rate, real speech"))
+    result: dict[str, Any] = {}
+    for name, ddir, odir, desc, title in sets:
+        examples = _load_examples(ddir, "test", limit)
+        if not examples:
+            raise UserError(f"no test examples in {ddir}; rebuild it with `ndpca data build`")
+        rows = evaluate_examples(examples, codecs, bandwidths, methods, opus_kbps, perceptual, workers, progress)
+        result[name] = write_outputs(odir, rows, dict(meta, n_examples=len(examples), data=desc), title)
     (out_dir / "command.txt").write_text(meta["command"] + "\n")
-    real_root = REPO.parent / "shared" / "data"
-    if real and (real_root / "speech" / "librispeech").is_dir():
-        from training.data.build import DataConfig, build_dataset
-
-        real_dir = data_dir.parent / "rooms_real"
-        manifest = build_dataset(
-            DataConfig(num_mics=any_codec.cfg.num_mics, speech_dir=str(real_root / "speech" / "librispeech"),
-                       noise_dir=str(real_root / "noise"), n_train=0, n_val=0, n_test=limit or 24, seed=7),
-            real_dir)
-        ex = _load_examples(manifest.parent, "test", limit)
-        rows_r = evaluate_examples(ex, codecs, bandwidths, methods, opus, perceptual, workers, progress,
-                                   phase, gl_iters)
-        meta.update(n_examples=len(ex), data="LibriSpeech test-other speech and real recorded noise "
-                    "(../shared/data) in simulated rooms")
-        result["real"] = write_outputs(out_dir / "real", rows_r, meta,
-                                       "Task-agnostic coding, real speech and noise in simulated rooms")
     result["seconds"] = time.time() - t0
     return result

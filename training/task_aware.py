@@ -94,11 +94,12 @@ class TaskAwareObjective:
         if self.task.lambda_perc > 0:
             from training.perceptual import DiscriminatorConfig, PerceptualLoss
 
-            span = (cfg.model.frames - 1) * get_preset(cfg.model.stft).hop
+            frames = cfg.model.frames * cfg.train.seq_vectors
+            span = (frames - 1) * get_preset(cfg.model.stft).hop
             too_long = [n for n in self.task.disc_n_ffts if n // 2 >= span]
             if too_long:
-                raise ConfigError(f"task.disc_n_ffts {too_long} need chunks longer than {span} samples "
-                                  f"(model.frames {cfg.model.frames}); use smaller scales")
+                raise ConfigError(f"task.disc_n_ffts {too_long} need segments longer than {span} samples "
+                                  f"(model.frames x train.seq_vectors = {frames}); use smaller scales")
             self.perceptual = PerceptualLoss(DiscriminatorConfig(n_ffts=tuple(self.task.disc_n_ffts)),
                                              lr=self.task.disc_lr, device=self.device)
 

@@ -48,7 +48,11 @@ class BottleneckedAutoencoder(nn.Module):
         self.bottleneck = bottleneck
 
     def forward(self, x: torch.Tensor, k: int) -> dict[str, Any]:
-        latents = self.model.encode(x)
+        """Spectra ``[B, M, 2, F, T]`` and a bottleneck of ``k`` components per vector ->
+        ``recon`` (same shape) and ``latents`` (per source ``[B n, d_s]``, every vector)."""
+        seq = self.model.encode(x)  # per source [B, n, d_s]
+        b, n = seq[0].shape[:2]
+        latents = [z.reshape(b * n, -1) for z in seq]
         total = sum(z.shape[1] for z in latents)
         if self.bottleneck == "none" or k >= total:
             kept = latents
@@ -58,7 +62,8 @@ class BottleneckedAutoencoder(nn.Module):
             kept = batch_truncation_bottleneck(latents, k)
         else:
             raise ValueError(f"unknown bottleneck {self.bottleneck!r}")
-        return {"recon": self.model.decode(kept), "latents": latents}
+        recon = self.model.decode([z.reshape(b, n, -1) for z in kept])
+        return {"recon": recon, "latents": latents}
 
 
 def resolve_bottleneck(cfg: TrainConfig) -> str:
@@ -69,16 +74,25 @@ def resolve_bottleneck(cfg: TrainConfig) -> str:
 
 @dataclass
 class SpectralBank:
-    """Training audio kept reflect-padded, cut into random chunks of spectra on demand."""
+    """Training audio kept reflect-padded, cut into random segments of spectra on demand.
+
+    A segment is ``frames`` STFT frames (``seq_vectors`` latent vectors of G frames), so
+    losses on the waveform see several consecutive vectors decoded independently.
+    """
 
     padded: torch.Tensor  # [E, M (+1 with the clean reference), N + n_fft]
     n_frames: int  # frames of the full signal
     cfg: ModelConfig
     with_clean: bool = False  # the last row of every example is its clean reference
+    seq_vectors: int = 8
+
+    @property
+    def frames(self) -> int:
+        return self.cfg.frames * self.seq_vectors
 
     @classmethod
     def from_examples(cls, examples: list[torch.Tensor], cfg: ModelConfig,
-                      clean: list[torch.Tensor] | None = None) -> SpectralBank:
+                      clean: list[torch.Tensor] | None = None, seq_vectors: int = 8) -> SpectralBank:
         """``examples``: microphone signals ``[M, N]``; ``clean``: their references ``[N]``
         (task-aware training), cut and sampled together with the microphones."""
         preset = get_preset(cfg.stft)
@@ -86,34 +100,42 @@ class SpectralBank:
         if clean is not None:
             examples = [torch.cat([e[:, :n], c[None, :n]]) for e, c in zip(examples, clean, strict=True)]
         stacked = torch.stack([e[:, :n] for e in examples])
-        if preset.frames_for(n) < cfg.frames:
-            raise ValueError(f"examples of {n} samples are shorter than one chunk")
-        return cls(reflect_pad(stacked, preset), preset.frames_for(n), cfg, clean is not None)
+        if preset.frames_for(n) < cfg.frames * seq_vectors:
+            raise ValueError(f"examples of {n} samples are shorter than one training segment")
+        return cls(reflect_pad(stacked, preset), preset.frames_for(n), cfg, clean is not None, seq_vectors)
 
     def sample(self, batch: int, gen: torch.Generator) -> torch.Tensor:
-        """Random chunks ``[B, M, 2, F, frames]`` at any frame offset (``[B, M + 1, ...]`` with
-        the clean reference last when the bank holds it)."""
+        """Random segments ``[B, M, 2, F, frames]`` at any frame offset (``[B, M + 1, ...]``
+        with the clean reference last when the bank holds it)."""
         preset = get_preset(self.cfg.stft)
         idx = torch.randint(0, self.padded.shape[0], (batch,), generator=gen)
-        off = torch.randint(0, self.n_frames - self.cfg.frames + 1, (batch,), generator=gen)
-        span = (self.cfg.frames - 1) * preset.hop + preset.n_fft
+        off = torch.randint(0, self.n_frames - self.frames + 1, (batch,), generator=gen)
+        span = (self.frames - 1) * preset.hop + preset.n_fft
         segs = torch.stack(
             [self.padded[i, :, o * preset.hop : o * preset.hop + span] for i, o in zip(idx.tolist(), off.tolist())]
         )
         return to_channels(stft_frames(segs, preset), self.cfg.representation)
 
     def all_chunks(self, stride: int | None = None) -> torch.Tensor:
-        """Every chunk at offsets ``0, stride, ...`` of every example: ``[C, M, 2, F, frames]``."""
+        """Every segment at offsets ``0, stride, ...`` of every example: ``[C, M, 2, F, frames]``."""
+        return torch.cat(list(self.batches(stride)))
+
+    def batches(self, stride: int | None = None, batch: int = 256):
+        """:meth:`all_chunks` in batches of at most ``batch`` segments (bounded memory)."""
         preset = get_preset(self.cfg.stft)
-        stride = stride or self.cfg.frames
-        span = (self.cfg.frames - 1) * preset.hop + preset.n_fft
+        stride = stride or self.frames
+        span = (self.frames - 1) * preset.hop + preset.n_fft
         mics = self.padded[:, : self.padded.shape[1] - int(self.with_clean)]
-        segs = [
-            mics[:, :, o * preset.hop : o * preset.hop + span]
-            for o in range(0, self.n_frames - self.cfg.frames + 1, stride)
-        ]
-        x = torch.cat(segs)
-        return to_channels(stft_frames(x, preset), self.cfg.representation)
+        offsets = range(0, self.n_frames - self.frames + 1, stride)
+        per = max(1, batch // mics.shape[0])
+        for i in range(0, len(offsets), per):
+            segs = [mics[:, :, o * preset.hop : o * preset.hop + span] for o in offsets[i : i + per]]
+            yield to_channels(stft_frames(torch.cat(segs), preset), self.cfg.representation)
+
+    def stride_for(self, segments: int) -> int:
+        """A frame stride that gives about ``segments`` segments over the whole bank."""
+        per_example = max(1, segments // self.padded.shape[0])
+        return max(1, (self.n_frames - self.frames) // per_example)
 
 
 def load_training_audio(cfg: TrainConfig, split: str = "train", with_clean: bool = False):
@@ -128,17 +150,33 @@ def load_training_audio(cfg: TrainConfig, split: str = "train", with_clean: bool
         build = dict(cfg.data.build)
         build.setdefault("num_mics", cfg.model.num_mics)
         manifest = build_dataset(DataConfig(**build), data_dir)
-    ds = RoomDataset(manifest, split)
-    n = len(ds) if cfg.data.max_train_examples is None else min(len(ds), cfg.data.max_train_examples)
+    manifests = [manifest]
+    for extra in cfg.data.extra_dirs:
+        path = _repo_path(extra.dir) / "manifest.json"
+        if not path.is_file():
+            raise ConfigError(f"data set {path.parent} (data.extra_dirs) is not built; build it with "
+                              f"`{extra.build_command}`" if extra.build_command else
+                              f"data set {path.parent} (data.extra_dirs) is not built")
+        manifests.append(path)
     out, clean = [], []
-    for i in range(n):
-        item = ds[i]
-        mics = item["mics"]
-        if mics.shape[0] != cfg.model.num_mics:
-            raise ValueError(f"data set has {mics.shape[0]} microphones, model expects {cfg.model.num_mics}")
-        out.append(mics)
-        clean.append(item["clean"])
+    for path in manifests:
+        ds = RoomDataset(path, split)
+        n = len(ds) if cfg.data.max_train_examples is None else min(len(ds), cfg.data.max_train_examples)
+        for i in range(n):
+            item = ds[i]
+            mics = item["mics"]
+            if mics.shape[0] != cfg.model.num_mics:
+                raise ValueError(f"{path.parent} has {mics.shape[0]} microphones, model expects "
+                                 f"{cfg.model.num_mics}")
+            out.append(mics)
+            clean.append(item["clean"])
     return (out, clean) if with_clean else out
+
+
+def _repo_path(path: str) -> Path:
+    """A data path relative to the repository root (absolute paths unchanged)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(__file__).resolve().parents[1] / p
 
 
 def _dist_info() -> tuple[int, int]:
@@ -181,20 +219,25 @@ def train(
             raise ConfigError("perceptual training (task.lambda_perc > 0) runs in one process: its "
                               "discriminator is not synchronised across ranks; run without torchrun")
         mics, clean = load_training_audio(cfg, with_clean=True)
-        bank = SpectralBank.from_examples(mics, cfg.model, clean)
+        bank = SpectralBank.from_examples(mics, cfg.model, clean, cfg.train.seq_vectors)
         objective = TaskAwareObjective(cfg, dev)
     else:
-        bank = SpectralBank.from_examples(load_training_audio(cfg), cfg.model)
-    model = DistributedAutoencoder(cfg.model).to(dev)  # same init on every rank (same seed)
+        bank = SpectralBank.from_examples(load_training_audio(cfg), cfg.model,
+                                          seq_vectors=cfg.train.seq_vectors)
+    model = DistributedAutoencoder(cfg.model)  # same init on every rank (same seed)
     if cfg.train.init_from:
         init_from_checkpoint(model, cfg)
+    else:  # start from the linear transform coder (PCA of the training spectra)
+        model.init_linear(bank.all_chunks(stride=bank.stride_for(1500)))
+    model = model.to(dev)
     module: nn.Module = BottleneckedAutoencoder(model, resolve_bottleneck(cfg))
     if world > 1:
         module = nn.parallel.DistributedDataParallel(module)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                            fused=dev.type in ("cpu", "cuda"))
     gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
     kgen = torch.Generator().manual_seed(cfg.train.seed * 1000 + 999)  # same k on every rank
-    start = 0
+    start, spent = 0, 0.0  # spent: training seconds of earlier sittings (resumed runs)
     state_path = run_dir / "state.pt"
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
@@ -203,10 +246,11 @@ def train(
         gen.set_state(state["gen"][rank] if rank < len(state["gen"]) else state["gen"][0])
         kgen.set_state(state["kgen"])
         start = state["step"]
+        spent = float(state.get("train_seconds", 0.0))
         if objective is not None:
             objective.load_state_dict(state.get("objective", {}))
     weights = cfg.loss.model_dump()
-    total_dim = cfg.model.latent_total
+    total_dim = cfg.model.latent_total  # the bottleneck k counts components per vector
     bar = tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps,
                disable=not progress or rank != 0, desc=f"train {cfg.model.arch}")
     log = open(run_dir / "log.jsonl", "a") if rank == 0 else nullcontext()
@@ -222,7 +266,8 @@ def train(
             full = torch.rand(1, generator=kgen).item() < cfg.train.full_latent_prob
             k = total_dim if full else random_bottleneck_size(total_dim, kgen)
             outd = module(x, k)
-            terms = task_agnostic_losses(outd["recon"], x, outd["latents"], cfg.model.representation)
+            terms = task_agnostic_losses(outd["recon"], x, outd["latents"], cfg.model.representation,
+                                         get_preset(cfg.model.stft))
             loss = weighted_total(terms, weights)
             if objective is not None:
                 extra = objective.terms(outd["recon"], x, clean, gen)
@@ -238,18 +283,22 @@ def train(
                               objective.discriminator_step(outd["recon"], x).items()})
             if rank == 0 and (step % cfg.train.log_every == 0 or step == cfg.train.steps - 1):
                 rec = {"step": step, "k": k, "loss": loss.item(), "lr": opt.param_groups[0]["lr"],
-                       "elapsed_s": round(time.time() - t0, 1)}
+                       "elapsed_s": round(time.time() - t0, 1), "train_s": round(spent + time.time() - t0, 1)}
                 rec.update({n: round(v.item(), 5) for n, v in terms.items()})
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{-rec['psnr']:.1f}", k=k)
             if rank == 0 and ((step + 1) % cfg.train.checkpoint_every == 0):
-                _save_state(state_path, model, opt, gen, kgen, step + 1, world, objective)
+                _save_state(state_path, model, opt, gen, kgen, step + 1, world, objective,
+                            spent + time.time() - t0)
     if world > 1:
         dist.barrier()
     if rank != 0:
         return None
-    _save_state(state_path, model, opt, gen, kgen, cfg.train.steps, world, objective)
+    total_s = spent + time.time() - t0
+    _save_state(state_path, model, opt, gen, kgen, cfg.train.steps, world, objective, total_s)
+    provenance = dict(provenance or {}, steps=cfg.train.steps, train_hours=round(total_s / 3600, 3),
+                      processes=world)
     path = finalize(cfg, model, bank, run_dir, provenance)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -258,10 +307,11 @@ def train(
     return path
 
 
-def _save_state(path: Path, model, opt, gen, kgen, step: int, world: int, objective=None) -> None:
+def _save_state(path: Path, model, opt, gen, kgen, step: int, world: int, objective=None,
+                train_seconds: float = 0.0) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": [gen.get_state()] * world,
-                "kgen": kgen.get_state(), "step": step,
+                "kgen": kgen.get_state(), "step": step, "train_seconds": train_seconds,
                 "objective": objective.state_dict() if objective is not None else {}}, tmp)
     tmp.replace(path)
 
@@ -285,14 +335,17 @@ def init_from_checkpoint(model: DistributedAutoencoder, cfg: TrainConfig) -> str
 
 
 @torch.no_grad()
-def fit_bases(model: DistributedAutoencoder, chunks: torch.Tensor, batch: int = 256) -> list:
-    """Encode all training chunks ``[C, M, 2, F, T]`` and fit each source's basis."""
+def fit_bases(model: DistributedAutoencoder, chunks, batch: int = 256) -> list:
+    """Encode training segments (a tensor ``[C, M, 2, F, T]`` or an iterable of such
+    batches) and fit each source's basis on every latent vector."""
     model.eval()
     lat: list[list[torch.Tensor]] = [[] for _ in model.groups]
     dev = next(model.parameters()).device
-    for i in range(0, chunks.shape[0], batch):
-        for s, z in enumerate(model.encode(chunks[i : i + batch].to(dev))):
-            lat[s].append(z.cpu())
+    if isinstance(chunks, torch.Tensor):
+        chunks = [chunks[i : i + batch] for i in range(0, chunks.shape[0], batch)]
+    for x in chunks:
+        for s, z in enumerate(model.encode(x.to(dev))):
+            lat[s].append(z.reshape(-1, z.shape[-1]).cpu())
     projection = model.cfg.spec().projection
     return [fit_basis(torch.cat(z), projection) for z in lat]
 
@@ -306,9 +359,9 @@ def finalize(cfg: TrainConfig, model: DistributedAutoencoder, bank: SpectralBank
         for p in model.state_dict().values():
             if p.is_floating_point():
                 p.copy_(p.to(dtype).float())
-    bases = fit_bases(model, bank.all_chunks(stride=cfg.model.frames // 2))
+    bases = fit_bases(model, bank.batches())
     preset = get_preset(cfg.model.stft)
-    rate = cfg.rate.to_rate(cfg.model.frames * preset.hop / preset.sample_rate)
+    rate = cfg.rate.to_rate(cfg.model.frames_per_step * preset.hop / preset.sample_rate)
     codec = Codec(model, bases, rate)
     path = run_dir / f"{cfg.model.arch}.ckpt"
     codec.save(path, {"train_config": json.loads(cfg.model_dump_json()), "provenance": provenance or {}},

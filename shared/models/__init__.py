@@ -1,13 +1,23 @@
-"""Spectral encoder/decoder building blocks and the codec architectures."""
+"""Frame-rate spectral transforms and the codec architectures."""
 
-from shared.models.architectures import ARCHITECTURES, ArchSpec, DistributedAutoencoder, build_model
-from shared.models.spectral import SpectralDecoder, SpectralEncoder
+from shared.models.architectures import (
+    ARCHITECTURES,
+    CODEC_LAYOUT,
+    ArchSpec,
+    DistributedAutoencoder,
+    ModelConfig,
+    build_model,
+)
+from shared.models.frame import FrameTransform, JointDecoder, VectorEncoder
 
 __all__ = [
     "ARCHITECTURES",
+    "CODEC_LAYOUT",
     "ArchSpec",
     "DistributedAutoencoder",
-    "SpectralDecoder",
-    "SpectralEncoder",
+    "FrameTransform",
+    "JointDecoder",
+    "ModelConfig",
+    "VectorEncoder",
     "build_model",
 ]

@@ -1,4 +1,5 @@
-"""Codec architectures: joint E1D1 (JAE), E2D1 and E4D1, with NDPCA or naive truncation.
+"""Codec architectures: joint E1D1 (JAE), E2D1 and E4D1, with NDPCA, naive truncation or
+plain PCA (DPCA).
 
 A *source* is one encoder, i.e. one edge device, which sees a group of microphones:
 
@@ -7,9 +8,17 @@ A *source* is one encoder, i.e. one edge device, which sees a group of microphon
 * ``ndpca-e4d1``  four encoders (one microphone each), NDPCA allocation.
 * ``naive-e2d1``, ``naive-e4d1``: the same encoders trained and used without NDPCA: under a
   budget L each source sends its first floor(L / S) latent dimensions.
+* ``dpca-e2d1``, ``dpca-e4d1``: no network at all: per-source PCA of the stacked compressed
+  complex STFT with NDPCA's allocation (the linear baseline of Li et al.). They are the same
+  model with its residual networks switched off and nothing trained.
 
-Every architecture has one decoder that maps the concatenated latent of all sources back to
-the spectra of all S microphones (task-agnostic reconstruction).
+Every architecture has one decoder that maps the latents of all sources back to the
+compressed complex spectra of all S microphones (task-agnostic reconstruction).
+
+Latent layout (``ModelConfig``): one vector of ``d_s`` floats per ``frames`` (G) STFT frames;
+a streaming step carries ``vectors_per_step`` vectors. The paper's layout (one vector per
+256 ms chunk) is ``frames = 32, vectors_per_step = 1``; the default is ``frames = 4`` (32 ms),
+``vectors_per_step = 2`` (64 ms steps).
 """
 
 from __future__ import annotations
@@ -20,8 +29,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from shared.models.spectral import SpectralDecoder, SpectralEncoder
-from shared.stft import REPRESENTATIONS, get_preset
+from shared.models.frame import FrameTransform, JointDecoder, VectorEncoder
+from shared.stft import get_preset
+
+#: Version of the latent layout stored in checkpoints; 1 was the chunk-latent convolutional
+#: codec (one vector per 256 ms, magnitude-only quality), refused on load.
+CODEC_LAYOUT = 2
 
 
 @dataclass(frozen=True)
@@ -34,12 +47,14 @@ class ArchSpec:
         projection: ``pca`` (learnt per-source bases, NDPCA/PCA allocation) or ``identity``
             (raw latent dimensions, first-k truncation).
         allocation: default allocation rule, ``ndpca`` or ``uniform``.
+        learnt: False for the linear baselines (no residual networks, no training).
     """
 
     name: str
     n_encoders: int
     projection: str
     allocation: str
+    learnt: bool = True
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -48,11 +63,21 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "ndpca-e4d1": ArchSpec("ndpca-e4d1", 4, "pca", "ndpca"),
     "naive-e2d1": ArchSpec("naive-e2d1", 2, "identity", "uniform"),
     "naive-e4d1": ArchSpec("naive-e4d1", 4, "identity", "uniform"),
+    "dpca-e2d1": ArchSpec("dpca-e2d1", 2, "pca", "ndpca", learnt=False),
+    "dpca-e4d1": ArchSpec("dpca-e4d1", 4, "pca", "ndpca", learnt=False),
 }
 
 
 class ModelConfig(BaseModel):
-    """Hyper-parameters of a codec model (stored in every checkpoint)."""
+    """Hyper-parameters of a codec model (stored in every checkpoint).
+
+    Attributes:
+        frames: G, STFT frames per latent vector.
+        vectors_per_step: latent vectors per streaming step (the allocation holds for all).
+        latent_total: sum of the sources' latent sizes d_s.
+        frame_dim: p, coefficients of the shared per-frame transform.
+        hidden_enc, hidden_dec: widths of the residual networks (0: linear only).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -60,13 +85,12 @@ class ModelConfig(BaseModel):
     num_mics: int = Field(4, ge=1)
     stft: str = "stream"
     representation: str = "complex"
-    frames: int = Field(32, ge=4)
-    latent_total: int = Field(256, ge=2)
-    channels: int = Field(128, ge=8)
-    n_res: int = Field(2, ge=0)
-    n_down: int = Field(2, ge=0)
-    bottleneck_channels: int = Field(32, ge=1)
-    magnitude_feature: bool = True  # encoders also see |X|_c computed from (real, imag)
+    frames: int = Field(4, ge=1)
+    vectors_per_step: int = Field(2, ge=1)
+    latent_total: int = Field(1536, ge=2)
+    frame_dim: int = Field(192, ge=2)
+    hidden_enc: int = Field(256, ge=0)
+    hidden_dec: int = Field(512, ge=0)
 
     def spec(self) -> ArchSpec:
         try:
@@ -78,15 +102,27 @@ class ModelConfig(BaseModel):
 
     def validate_all(self) -> None:
         spec = self.spec()
-        get_preset(self.stft)
-        if self.representation not in REPRESENTATIONS:
-            raise ValueError(f"representation must be one of {REPRESENTATIONS}")
+        preset = get_preset(self.stft)
+        if self.representation != "complex":
+            raise ValueError("representation must be 'complex' (the compressed complex STFT)")
         if self.num_mics % spec.n_encoders:
             raise ValueError(
                 f"{self.arch} needs num_mics divisible by {spec.n_encoders}, got {self.num_mics}"
             )
         if self.latent_total % spec.n_encoders:
             raise ValueError(f"latent_total must be divisible by {spec.n_encoders}")
+        if self.frame_dim > 2 * preset.n_bins:
+            raise ValueError(f"frame_dim must be at most 2 * bins = {2 * preset.n_bins}")
+        per_source = self.num_mics // spec.n_encoders * self.frames * self.frame_dim
+        if self.latent_total // spec.n_encoders > per_source:
+            raise ValueError(
+                f"latent size per source ({self.latent_total // spec.n_encoders}) exceeds its "
+                f"input ({per_source} = mics x frames x frame_dim)"
+            )
+
+    @property
+    def frames_per_step(self) -> int:
+        return self.frames * self.vectors_per_step
 
     @property
     def mic_groups(self) -> list[list[int]]:
@@ -99,11 +135,16 @@ class ModelConfig(BaseModel):
         n = self.spec().n_encoders
         return [self.latent_total // n] * n
 
+    @property
+    def learnt(self) -> bool:
+        return self.spec().learnt and (self.hidden_enc > 0 or self.hidden_dec > 0)
+
 
 class DistributedAutoencoder(nn.Module):
-    """S_enc spectral encoders and one joint decoder.
+    """S encoders and one joint decoder over frame-rate latent vectors.
 
-    Input and output spectra are ``[B, M, 2, F, T]`` (M microphones, 2 real channels).
+    Spectra are ``[B, M, 2, F, T]`` (M microphones, real and imaginary channels of the
+    compressed complex STFT, T a multiple of G); latents ``[B, n, d_s]`` with ``n = T / G``.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -111,55 +152,75 @@ class DistributedAutoencoder(nn.Module):
         cfg.validate_all()
         self.cfg = cfg
         preset = get_preset(cfg.stft)
-        common = dict(
-            channels=cfg.channels,
-            n_res=cfg.n_res,
-            n_down=cfg.n_down,
-            bottleneck_channels=cfg.bottleneck_channels,
-        )
+        self.bins = preset.n_bins
         self.groups = cfg.mic_groups
-        per_mic = 3 if self._with_magnitude else 2
+        learnt = cfg.spec().learnt
+        self.frame = FrameTransform(preset.n_bins, cfg.frame_dim)
         self.encoders = nn.ModuleList(
-            SpectralEncoder(per_mic * len(g), preset.n_bins, cfg.frames, d, **common)
+            VectorEncoder(len(g) * cfg.frames * cfg.frame_dim, d, cfg.hidden_enc if learnt else 0)
             for g, d in zip(self.groups, cfg.latent_sizes)
         )
-        self.decoder = SpectralDecoder(
-            cfg.latent_total, 2 * cfg.num_mics, preset.n_bins, cfg.frames, **common
-        )
-
-    @property
-    def _with_magnitude(self) -> bool:
-        return self.cfg.magnitude_feature and self.cfg.representation == "complex"
+        self.decoder = JointDecoder(cfg.latent_sizes, cfg.hidden_dec if learnt else 0)
 
     @property
     def n_sources(self) -> int:
         return len(self.encoders)
 
-    def encode_source(self, s: int, x: torch.Tensor) -> torch.Tensor:
-        """Encode source ``s`` from its own microphones ``[B, M_s, 2, F, T]`` -> ``[B, d_s]``.
+    # ------------------------------------------------------------------ layout
+    def _frame_coeffs(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, M_s, 2, F, T]`` -> per vector frame coefficients ``[B, n, M_s G p]``."""
+        b, m, _, f, t = x.shape
+        g = self.cfg.frames
+        if t % g:
+            raise ValueError(f"{t} frames is not a multiple of {g} frames per vector")
+        frames = x.permute(0, 1, 4, 2, 3).reshape(b, m, t, 2 * f)
+        c = self.frame(frames).reshape(b, m, t // g, g, -1)
+        return c.permute(0, 2, 1, 3, 4).reshape(b, t // g, -1)
 
-        With ``magnitude_feature`` the compressed magnitude ``sqrt(re^2 + im^2)`` is appended
-        as a third channel per microphone: a fixed feature of the same input that a linear
-        first layer cannot compute from the real and imaginary parts.
-        """
-        if self._with_magnitude:
-            mag = torch.sqrt(x.pow(2).sum(2, keepdim=True) + 1e-8)
-            x = torch.cat((x, mag), dim=2)
-        return self.encoders[s](x.flatten(1, 2))
+    def _spectra(self, u: torch.Tensor, mics: int) -> torch.Tensor:
+        """Inverse of :meth:`_frame_coeffs`: ``[B, n, M_s G p]`` -> ``[B, M_s, 2, F, n G]``."""
+        b, n, _ = u.shape
+        g = self.cfg.frames
+        frames = self.frame.inverse(u.reshape(b, n, mics, g, -1))  # [B, n, M_s, G, 2F]
+        spec = frames.reshape(b, n, mics, g, 2, self.bins)
+        return spec.permute(0, 2, 4, 5, 1, 3).reshape(b, mics, 2, self.bins, n * g)
+
+    # ------------------------------------------------------------------ codec
+    def encode_source(self, s: int, x: torch.Tensor) -> torch.Tensor:
+        """Source ``s``'s microphones ``[B, M_s, 2, F, T]`` -> latents ``[B, T / G, d_s]``."""
+        return self.encoders[s](self._frame_coeffs(x))
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """All microphones ``[B, M, 2, F, T]`` -> list of latents ``[B, d_s]``."""
+        """All microphones ``[B, M, 2, F, T]`` -> list of latents ``[B, n, d_s]``."""
         return [self.encode_source(s, x[:, g]) for s, g in enumerate(self.groups)]
 
-    def decode(self, latents: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-        """Latents (list of ``[B, d_s]`` or joint ``[B, D]``) -> spectra ``[B, M, 2, F, T]``."""
-        z = torch.cat(list(latents), dim=1) if isinstance(latents, list | tuple) else latents
-        y = self.decoder(z)
-        b, _, f, t = y.shape
-        return y.reshape(b, self.cfg.num_mics, 2, f, t)
+    def decode(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """Latents (list of ``[B, n, d_s]``) -> spectra ``[B, M, 2, F, n G]``."""
+        ys = self.decoder(list(latents))
+        parts = [self._spectra(enc.back(y), len(g)) for enc, y, g in zip(self.encoders, ys, self.groups)]
+        return torch.cat(parts, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+    # ------------------------------------------------------------------ initialisation
+    @torch.no_grad()
+    def init_linear(self, x: torch.Tensor, max_rows: int = 200_000) -> None:
+        """Start the linear transforms at PCA of training spectra ``[N, M, 2, F, T]``: the
+        per-frame transform over all microphones' frames, then each source's vector transform
+        over its frame coefficients. Residual networks stay at zero (an untrained model is
+        the linear transform coder)."""
+        b, m, _, f, t = x.shape
+        frames = x.permute(0, 1, 4, 2, 3).reshape(-1, 2 * f)
+        gen = torch.Generator().manual_seed(0)
+        if frames.shape[0] > max_rows:
+            frames = frames[torch.randperm(frames.shape[0], generator=gen)[:max_rows]]
+        self.frame.init_pca(frames)
+        for s, g in enumerate(self.groups):
+            u = self._frame_coeffs(x[:, g]).reshape(-1, len(g) * self.cfg.frames * self.cfg.frame_dim)
+            if u.shape[0] > max_rows:
+                u = u[torch.randperm(u.shape[0], generator=gen)[:max_rows]]
+            self.encoders[s].init_pca(u)
 
 
 def build_model(cfg: ModelConfig) -> DistributedAutoencoder:

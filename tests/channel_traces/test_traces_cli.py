@@ -95,3 +95,46 @@ def test_suggest_share_puts_the_median_budget_at_target() -> None:
     share = suggest_share(tr, cfg, target=64)
     budgets = [budget_coefficients(c * share, cfg, 256) for c in tr.steps(cfg.chunk_seconds)]
     assert np.median(budgets) == pytest.approx(64, abs=1)
+
+
+GNETTRACK = ("Timestamp,Longitude,Latitude,Speed,Operatorname,CellID,NetworkMode,RSRP,RSRQ,"
+             "SNR,CQI,RSSI,DL_bitrate,UL_bitrate,State")
+
+
+def _gnettrack_row(second: int, cqi: str, dl: str = "4000") -> str:
+    return f"2020.01.02_10.00.{second:02d},-8.4,51.9,0,A,7,LTE,-95,-9,5,{cqi},-70,{dl},30,D"
+
+
+def test_show_prints_the_derivation_and_skipped_rows(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """`traces show` on a G-NetTrack log prints the formula, the data notes and warnings."""
+    rows = [_gnettrack_row(s, str(1 + s % 15)) for s in range(12)]
+    rows[3] = _gnettrack_row(3, "7", dl="4,000")
+    path = tmp_path / "drive.csv"
+    path.write_text("\n".join([GNETTRACK, *rows]) + "\n", encoding="utf-8")
+    assert main(["traces", "show", str(path), "--metric", "cqi", "--bandwidth-hz", "1000"]) == 0
+    text = capsys.readouterr().out
+    assert "derived    C = share x W x SE(CQI), W = 1000 Hz" in text
+    assert "LTE: TS 36.213 Table 7.2.3-1" in text
+    assert "\n           12 rows, 11 used\n" in text
+    assert "warning    " in text and "skipped 1 of 12 rows (1 wrong number of fields" in text
+    assert main(["traces", "show", str(path), "--option", "states=all", "--share", "0.01"]) == 0
+    text = capsys.readouterr().out
+    assert "C = share x DL_bitrate (kbit/s) x 1000 on rows with State in any" in text
+    assert "capacity   min 40000" in text
+    assert main(["traces", "show", str(path), "--option", "states"]) == 2
+    assert "--option 'states' is not KEY=VALUE" in capsys.readouterr().err
+
+
+def test_show_selects_a_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--run and FILE#RUN reach the 5Gophers reader; a bad run lists the runs."""
+    rows = ["protocol,carrier,seq_num,throughput_mbps"]
+    rows += [f"TCP,{c},{s},{v}" for c, v in (("A", 1), ("B", 2)) for s in range(3)]
+    path = tmp_path / "runs.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert main(["traces", "show", str(path), "--run", "carrier=B"]) == 0
+    assert "run #2 (carrier=B) of 2" in capsys.readouterr().out
+    assert main(["traces", "show", f"{path}#1"]) == 0
+    assert "capacity   min 1e+06" in capsys.readouterr().out
+    assert main(["traces", "show", str(path), "--run", "9"]) == 2
+    assert "matches 0 of the file's 2 runs" in capsys.readouterr().err

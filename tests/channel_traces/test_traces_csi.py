@@ -84,6 +84,29 @@ def test_intel5300_rx_combining(tmp_path: Path) -> None:
         load_trace(path, rx_combine="sum")
 
 
+def test_intel5300_wrapping_and_repeating_timestamps_load(tmp_path: Path) -> None:
+    """A wrap, records logged twice, a shared microsecond and a reset load, repaired and said."""
+    csi = np.full((30, 1), 10 + 0j)
+    top = 2**32
+    records = [(top - 3000, 1, 40), (top - 2000, 2, 40), (top - 1000, 3, 40), (0, 4, 40),
+               (1000, 5, 40), (top - 2000, 2, 40), (top - 1000, 3, 40),  # logged twice
+               (2000, 6, 40), (2000, 7, 30), (3000, 8, 40),  # 6 and 7 in one microsecond
+               (50, 9, 40), (1050, 10, 40)]  # the NIC clock restarted
+    path = tmp_path / "wrap.dat"
+    path.write_bytes(b"".join(_intel_record(csi, ts, n, rssi_a=r) for ts, n, r in records))
+    with pytest.warns(TraceWarning, match=r"timestamp_low does not increase: 1 repeated"):
+        tr = load_trace(path, snr_db=None)
+    np.testing.assert_allclose(tr.times_s, np.arange(9) * 1e-3)
+    rss = 10 ** ((np.array([40.0, 30.0]) - 44 - 20) / 10)
+    cap40, cap30 = 30 * INTEL_GROUP_SPACING_HZ * np.log2(1 + rss / (10 ** (-9.2) + rss / 100))
+    assert tr.capacity_bps[0] == pytest.approx(cap40, rel=1e-3)
+    assert tr.capacity_bps[5] == pytest.approx((cap40 + cap30) / 2, rel=1e-3)
+    for text in ("1 wraps of the 32-bit microsecond counter unwrapped",
+                 "1 repeated timestamps merged (mean)", "2 records logged twice dropped",
+                 "1 clock resets spliced"):
+        assert text in tr.notes
+
+
 @pytest.mark.parametrize(
     ("content", "pattern"),
     [

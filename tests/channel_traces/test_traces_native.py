@@ -194,4 +194,5 @@ def test_unknown_option_is_rejected(tmp_path: Path) -> None:
 def test_registry_lists_all_formats() -> None:
     """The registry holds every documented format."""
     assert set(READERS) == {"snr_csv", "capacity_csv", "csi_npz", "mahimahi", "cooked",
-                            "5gophers", "intel5300", "esp32"}
+                            "5gophers", "gnettrack", "phy_log", "intel5300", "esp32", "nexmon",
+                            "picoscenes"}

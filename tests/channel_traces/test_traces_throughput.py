@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from channel_traces.registry import load_trace
+from channel_traces._parse import TraceWarning
+from channel_traces.registry import detect_format, load_trace
 from shared.errors import ConfigError, TraceError
 
 TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "traces"
@@ -137,6 +139,89 @@ def test_5gophers_errors(tmp_path: Path, rows: str, pattern: str) -> None:
     header = GOPHERS_WALK.splitlines()[0] + "\n"
     with pytest.raises(TraceError, match=pattern):
         load_trace(_write(tmp_path, "g.csv", header + rows), fmt="5gophers")
+
+
+def _trace_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, TraceWarning)]
+
+
+def test_cooked_and_mahimahi_skip_a_few_bad_lines(tmp_path: Path) -> None:
+    """A few bad lines (3 of 30, 1 of 14) are skipped with one warning naming them."""
+    lines = [f"{t} {1 + t % 3}" for t in range(12)]
+    lines[5] = "5 1,5"
+    lines[8] = "6.5 2"  # goes back in time
+    lines.append("12 -1")  # negative
+    body = "\n".join(lines) + "\n" + "\n".join(f"{t} 1" for t in range(13, 30)) + "\n"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr = load_trace(_write(tmp_path, "k.txt", body), fmt="cooked")
+    (message,) = _trace_warnings(caught)
+    assert "skipped 3 of 30 rows" in message and "line 6, 9, 13" in message
+    assert "2 bad throughput_mbps; 1 bad time_s" in message
+    assert len(tr) == 27 and "3 of 30 rows skipped" in tr.notes
+    stamps = "\n".join(["0", "5", "x5", *[str(10 * i) for i in range(1, 12)]]) + "\n"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mm = load_trace(_write(tmp_path, "m.up", stamps), fmt="mahimahi")
+    assert "skipped 1 of 14 rows (1 bad timestamp_ms): line 3" in _trace_warnings(caught)[0]
+    assert "13 delivery opportunities" in mm.notes
+
+
+def _runs_file(tmp_path: Path) -> Path:
+    rows = ["protocol,carrier,num_tcp_conn,server,run_num,seq_num,throughput_mbps"]
+    for c, carrier in enumerate(("Verizon", "TMobile")):
+        for run in (1, 2):
+            rows += [f"TCP,{carrier},8,east,{run},{s},{100 * c + 10 * run + s}" for s in range(4)]
+    path = tmp_path / "runs.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_5gophers_runs_are_selectable(tmp_path: Path) -> None:
+    """A file of many runs: run=N, run=key=value,... or FILE#RUN picks one."""
+    path = _runs_file(tmp_path)
+    assert detect_format(path) == "5gophers"
+    third = load_trace(path, run=3)
+    np.testing.assert_allclose(third.capacity_bps, np.array([110, 111, 112, 113]) * 1e6)
+    assert "run #3 (carrier=TMobile,run_num=1) of 4, lines 10-13" in third.notes
+    keyed = load_trace(path, run="carrier=tmobile,run_num=2")
+    np.testing.assert_allclose(keyed.capacity_bps, np.array([120, 121, 122, 123]) * 1e6)
+    hashed = load_trace(f"{path}#carrier=Verizon,run_num=2", share=0.5)
+    np.testing.assert_allclose(hashed.capacity_bps, np.array([20, 21, 22, 23]) * 0.5e6)
+    np.testing.assert_allclose(load_trace(f"{path}##4").capacity_bps[0], 120e6)
+
+
+def test_5gophers_runs_default_to_the_first_with_a_listing(tmp_path: Path) -> None:
+    """Without a selection the first run loads and a warning lists every run."""
+    with pytest.warns(TraceWarning, match=r"holds 4 runs, reading #1 \(carrier=Verizon,"
+                      r"run_num=1\).*#4 \(carrier=TMobile,run_num=2\) from line 14, 4 s"):
+        tr = load_trace(_runs_file(tmp_path))
+    np.testing.assert_allclose(tr.capacity_bps, np.array([10, 11, 12, 13]) * 1e6)
+
+
+def test_5gophers_run_errors_list_the_runs(tmp_path: Path) -> None:
+    """A selection matching no run (or several) names the file and lists the runs."""
+    path = _runs_file(tmp_path)
+    with pytest.raises(TraceError, match=r"runs\.csv:option 'run' 'carrier=ATT': matches 0 of "
+                       r"the file's 4 runs\. Fix: pass run= .*#2 \(carrier=Verizon,run_num=2\)"):
+        load_trace(path, run="carrier=ATT")
+    with pytest.raises(TraceError, match=r"matches 2 of the file's 4 runs"):
+        load_trace(path, run="carrier=Verizon")
+    with pytest.raises(TraceError, match=r"'colour=red' is not key=value with a key in"):
+        load_trace(path, run="colour=red")
+    cooked = _write(tmp_path, "k.txt", "0 1\n1 2\n")
+    with pytest.raises(ConfigError, match=r"'#2' selects a run, but format 'cooked' has no runs"):
+        load_trace(f"{cooked}#2")
+
+
+def test_5gophers_time_restart_starts_a_new_run(tmp_path: Path) -> None:
+    """Without key columns, seq_num going back to the start splits the runs."""
+    body = "protocol,num_tcp_conn,seq_num,throughput_mbps\n" + "".join(
+        f"TCP,8,{s},{v}\n" for s, v in ((1, 5), (2, 6), (3, 7), (1, 8), (2, 9)))
+    path = _write(tmp_path, "restart.csv", body)
+    tr = load_trace(path, run="#2")
+    np.testing.assert_allclose(tr.capacity_bps, [8e6, 9e6])
+    assert "run #2 of 2, lines 5-6" in tr.notes and "seq_num shifted by -1" in tr.notes
 
 
 def test_real_norway_hsdpa_traces() -> None:

@@ -24,6 +24,7 @@ def test_live_encoder_equals_offline_coefficients(extra):
     chunks = codec.chunk(codec.spectra(audio))
     for s, group in enumerate(codec.mic_groups):
         ref = codec.source_coefficients(s, chunks[:, group])
+        assert ref.shape[1:] == (codec.cfg.vectors_per_step, codec.latent_sizes[s])
         live = LiveEncoder(codec, s, audio[group])
         pre = PrecomputedEncoder(codec, s, audio[group])
         assert live.n_chunks == pre.n_chunks == ref.shape[0]

@@ -107,11 +107,13 @@ def test_batched_decode_equals_single_decodes():
     """Steps of sessions with different allocations decoded in one batch equal one-by-one decoding."""
     codec = tiny_codec()
     dec = BatchDecoder(codec, IdentityEnhancer(), ReceiverMetrics())
+    n_v = codec.cfg.vectors_per_step
     rng = np.random.default_rng(0)
-    rows = [[rng.standard_normal(k).astype(np.float32) if k is not None else None for k in ks]
+    rows = [[rng.standard_normal((n_v, k)).astype(np.float32) if k is not None else None for k in ks]
             for ks in ([3, 0, 8, None], [1, 5, None, 2], [None, None, None, None], [8, 8, 8, 8])]
     batch = dec.decode_batch(rows)
+    assert batch.shape == (4, 4, 2, codec.preset.n_bins, codec.frames_per_step)
     for b, row in enumerate(rows):
         single = codec.decode_coefficients(
-            [torch.zeros(1, 0) if c is None else torch.from_numpy(c)[None] for c in row])
+            [torch.zeros(1, n_v, 0) if c is None else torch.from_numpy(c)[None] for c in row])
         torch.testing.assert_close(batch[b : b + 1], single, atol=1e-5, rtol=1e-4)

@@ -171,7 +171,7 @@ def test_more_components_than_allocated(setup):
     with connect(rx.url) as ws:
         alloc = _join_and_get_allocation(ws, codec, 1)
         k = alloc.k + 1
-        payload = codec.coder.encode(torch.zeros(k).numpy())
+        payload = codec.coder.encode(torch.zeros(codec.cfg.vectors_per_step, k).numpy())
         ws.send(P.encode(P.Chunk(seq=alloc.step, capture_time=time.time(), k=k, k_allocated=alloc.k,
                                  alloc_step=alloc.step, quant_step=codec.coder.step, payload=payload)))
         expect_error(ws, "over_allocation", 1008)
@@ -218,7 +218,7 @@ def test_late_chunk_is_counted_not_fatal(setup):
     with connect(rx.url) as ws:
         alloc = _join_and_get_allocation(ws, codec, 0)
         time.sleep(codec.rate.chunk_seconds + 0.3)  # past the deadline (T + look-ahead + grace)
-        payload = codec.coder.encode(torch.zeros(alloc.k).numpy())
+        payload = codec.coder.encode(torch.zeros(codec.cfg.vectors_per_step, alloc.k).numpy())
         ws.send(P.encode(P.Chunk(seq=alloc.step, capture_time=time.time(), k=alloc.k,
                                  k_allocated=alloc.k, alloc_step=alloc.step,
                                  quant_step=codec.coder.step, payload=payload)))

@@ -1,21 +1,26 @@
-"""The codec interface: checkpoint round trip, edge/receiver halves, errors."""
+"""The codec interface: checkpoint round trip, edge/receiver halves, budgets, errors."""
+
+import math
 
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_codec
 
+from shared.checkpoint import save_checkpoint
 from shared.codec import Codec
 from shared.errors import CheckpointError
 
 
 def test_checkpoint_round_trip(tmp_path, codec_e4d1):
-    """Saved and loaded codecs decode identically; header carries config and hash."""
+    """Saved and loaded codecs decode identically; header carries config, layout and hash."""
     path = tmp_path / "c.ckpt"
     digest = codec_e4d1.save(path)
     loaded = Codec.load(path, expect_arch="ndpca-e4d1")
     assert loaded.sha256 == digest and loaded.header["stft"] == "stream"
-    coeffs = [torch.randn(2, k) for k in (3, 0, 5, 1)]
+    assert loaded.cfg == codec_e4d1.cfg and loaded.frames_per_step == codec_e4d1.frames_per_step
+    n_v = codec_e4d1.cfg.vectors_per_step
+    coeffs = [torch.randn(2, n_v, k) for k in (3, 0, 5, 1)]
     torch.testing.assert_close(loaded.decode_coefficients(coeffs), codec_e4d1.decode_coefficients(coeffs))
 
 
@@ -43,28 +48,65 @@ def test_checkpoint_errors(tmp_path, codec_e4d1):
         Codec.load(renamed)
 
 
+def test_old_layout_checkpoint_is_refused_with_the_command(tmp_path):
+    """A codec checkpoint whose header lacks codec_layout is refused, naming the train command."""
+    old = tmp_path / "ndpca-e2d1.ckpt"
+    header = {"kind": "codec", "arch": "ndpca-e2d1", "stft": "stream", "sample_rate": 16000,
+              "model_config": {"arch": "ndpca-e2d1", "channels": 64, "frames": 32, "latent_total": 256}}
+    save_checkpoint(old, header, {"model.weight": torch.zeros(2, 2)})
+    with pytest.raises(CheckpointError, match="old chunk-latent layout") as err:
+        Codec.load(old)
+    assert "ndpca train --config training/configs/ndpca-e2d1.toml" in str(err.value)
+    assert str(old) in str(err.value)
+
+
 def test_edge_and_receiver_halves_match_offline(codec_e4d1):
     """Edge payloads decoded by the receiver equal decoding the quantised coefficients."""
     c = codec_e4d1
+    n_v = c.cfg.vectors_per_step
     audio = torch.randn(4, 4000) * 0.1
     chunks = c.chunk(c.spectra(audio))
-    plan = c.plan_for_coefficients(10)
-    assert sum(plan.allocation) == 10
+    assert chunks.shape[-1] == c.frames_per_step == c.cfg.frames * n_v
+    plan = c.plan_for_components(10)
+    assert sum(plan.allocation) == 10 and plan.budget_coefficients == 10 * n_v
     payloads, coeffs = [], []
     for s, g in enumerate(c.mic_groups):
         full = c.source_coefficients(s, chunks[:1, g])[0]
+        assert full.shape == (n_v, c.latent_sizes[s])
         enc = c.encode_payload(full, plan.allocation[s], None)
         assert enc.k == plan.allocation[s]
         payloads.append((enc.payload, enc.k))
-        coeffs.append(torch.from_numpy(c.coder.dequantise(c.coder.quantise(full[: enc.k].numpy())))[None])
+        q = c.coder.dequantise(c.coder.quantise(full[:, : enc.k].numpy()))
+        np.testing.assert_array_equal(c.decode_payload(enc.payload, enc.k), q)
+        coeffs.append(torch.from_numpy(q)[None])
     torch.testing.assert_close(c.decode_payloads(payloads), c.decode_coefficients(coeffs)[0])
 
 
-def test_missing_source_uses_mean(codec_e4d1):
+def test_encode_payload_within_budget_drops_components_of_every_vector(codec_e4d1):
+    """A short bit budget sends fewer components, the same number for every vector."""
     c = codec_e4d1
+    n_v = c.cfg.vectors_per_step
+    full = c.source_coefficients(0, c.chunk(c.spectra(torch.randn(4, 4000) * 0.1))[:1, :1])[0]
+    k = full.shape[1]
+    whole = c.encode_payload(full, k, None)
+    enc = c.encode_payload(full, k, whole.bits // 2)
+    assert 0 < enc.k < k and enc.k_allocated == k and enc.bits <= whole.bits // 2
+    np.testing.assert_array_equal(
+        c.decode_payload(enc.payload, enc.k), c.coder.dequantise(c.coder.quantise(full[:, : enc.k].numpy()))
+    )
+    assert c.decode_payload(enc.payload, enc.k).shape == (n_v, enc.k)
+
+
+def test_missing_source_uses_mean(codec_e4d1):
+    """A missing source (None) decodes as its mean latent for every vector of the step."""
+    c = codec_e4d1
+    n_v = c.cfg.vectors_per_step
     a = c.decode_payloads([None, None, None, None])
-    b = c.decode_coefficients([torch.zeros(1, 0)] * 4)[0]
+    b = c.decode_coefficients([torch.zeros(1, n_v, 0)] * 4)[0]
     torch.testing.assert_close(a, b)
+    means = [bs.mean.expand(1, n_v, -1) for bs in c.bases]
+    torch.testing.assert_close(a, c.model.decode(means)[0])
+    assert a.shape[-1] == c.frames_per_step
 
 
 def test_full_budget_without_quantisation_is_lossless_in_latent():
@@ -75,7 +117,27 @@ def test_full_budget_without_quantisation_is_lossless_in_latent():
     spec = c.chunk(c.spectra(audio))
     ref = c.to_audio(c.unchunk(c.model(spec), c.spectra(audio).shape[-1]), 4000)
     torch.testing.assert_close(dec, ref, atol=1e-4, rtol=1e-3)
-    assert stats["coefficients_per_chunk"] == sum(c.latent_sizes)
+    assert stats["coefficients_per_chunk"] == sum(c.latent_sizes) * c.cfg.vectors_per_step
+
+
+def test_budget_counts_components_times_vectors_per_step(codec_e4d1):
+    """Eq. 3's L counts coefficients per step: sum_s k_s n_v <= L, floor(L / n_v) shared."""
+    c = codec_e4d1
+    n_v = c.cfg.vectors_per_step
+    assert n_v > 1
+    r = c.rate
+    per_coeff = r.eta * math.log2(r.sigma2 / r.distortion) / 2
+    for L in (0, 1, 5, 9, 21, 40, 63):
+        cap = L * per_coeff / r.chunk_seconds * (1 + 1e-9)
+        plan = c.plan(cap)
+        assert plan.budget_coefficients == L
+        assert sum(plan.allocation) == L // n_v
+        assert sum(plan.allocation) * n_v <= L
+    full = c.plan(1e9)
+    assert full.budget_coefficients == n_v * sum(c.latent_sizes)
+    assert full.allocation == c.latent_sizes
+    _, stats = c.code_signal(torch.randn(4, 4000) * 0.1, 6, quantise=False)
+    assert stats["coefficients_per_chunk"] == 6 * n_v == stats["budget_coefficients"]
 
 
 def test_bits_fit_budget_every_chunk():

@@ -1,4 +1,4 @@
-"""Quantisation and entropy coding: round trip and exact bit counts."""
+"""Quantisation and entropy coding: round trip, stream order and exact bit counts."""
 
 import math
 
@@ -10,13 +10,34 @@ from shared.coding import CoefficientCoder
 
 @pytest.mark.parametrize("k", [1, 2, 7, 64, 256])
 def test_round_trip_equals_quantised_values(k):
-    """Decoding a payload gives exactly the dequantised indices."""
+    """Decoding a payload of ``[k]`` gives exactly the dequantised indices as ``[1, k]``."""
     coder = CoefficientCoder(math.sqrt(12 * 0.01))
     x = np.random.default_rng(k).standard_normal(k)
     payload = coder.encode(x)
     y = coder.decode(payload, k)
-    np.testing.assert_array_equal(y, coder.dequantise(coder.quantise(x)))
+    assert y.shape == (1, k)
+    np.testing.assert_array_equal(y[0], coder.dequantise(coder.quantise(x)))
     assert np.max(np.abs(y - x)) <= coder.step / 2 + 1e-6
+
+
+@pytest.mark.parametrize(("n_v", "k"), [(1, 5), (2, 1), (2, 16), (4, 7), (8, 64)])
+def test_round_trip_of_vectors(n_v, k):
+    """A step of ``[n_v, k]`` coefficients decodes back to the same ``[n_v, k]`` values."""
+    coder = CoefficientCoder(math.sqrt(12 * 0.01))
+    x = np.random.default_rng(n_v * 100 + k).standard_normal((n_v, k))
+    y = coder.decode(coder.encode(x), k, n_v)
+    assert y.shape == (n_v, k)
+    np.testing.assert_array_equal(y, coder.dequantise(coder.quantise(x)))
+
+
+def test_stream_is_component_major():
+    """Component-major stream: a prefix of ``j n_v`` symbols is the first ``j`` components."""
+    coder = CoefficientCoder(0.3)
+    x = np.random.default_rng(3).standard_normal((3, 6))
+    q = coder.dequantise(coder.quantise(x))
+    payload = coder.encode(x)
+    np.testing.assert_array_equal(coder.decode_flat(payload, 18), q.T.reshape(-1))
+    np.testing.assert_array_equal(coder.decode(payload, 2, 3), q[:, :2])
 
 
 def test_bit_count_is_payload_size_and_near_entropy():
@@ -29,22 +50,27 @@ def test_bit_count_is_payload_size_and_near_entropy():
     assert info_bits / len(x) == pytest.approx(coder.entropy_bits(), abs=0.1)
 
 
-def test_encode_within_respects_budget():
-    """The coded prefix never exceeds the budget and keeps as many coefficients as fit."""
+@pytest.mark.parametrize("n_v", [1, 2, 4])
+def test_encode_within_respects_budget(n_v):
+    """The coded prefix never exceeds the budget and keeps as many components per vector as fit."""
     coder = CoefficientCoder(0.3)
-    x = np.random.default_rng(1).standard_normal(64)
-    for budget in (0, 7, 8, 40, 100, 10_000):
+    x = np.random.default_rng(1).standard_normal((n_v, 64))
+    for budget in (0, 7, 8, 40, 100, 400, 10_000):
         payload, k = coder.encode_within(x, budget)
         assert 8 * len(payload) <= budget
-        np.testing.assert_array_equal(coder.decode(payload, k), coder.dequantise(coder.quantise(x[:k])))
+        np.testing.assert_array_equal(coder.decode(payload, k, n_v), coder.dequantise(coder.quantise(x[:, :k])))
         if k < 64:
-            longer, _ = coder.encode_indices(coder.quantise(x[: k + 1]))
-            assert 8 * len(longer) > budget
+            assert 8 * len(coder.encode(x[:, : k + 1])) > budget
+    one, k1 = coder.encode_within(x[0], 100)  # a single vector may be given as [k]
+    assert (one, k1) == coder.encode_within(x[:1], 100)
 
 
 def test_rejects_nan_and_short_payload():
+    """NaN coefficients and a payload too short for k coefficients raise ValueError."""
     coder = CoefficientCoder(0.3)
     with pytest.raises(ValueError, match="NaN"):
         coder.encode(np.array([0.0, np.nan]))
     with pytest.raises(ValueError):
         coder.decode(b"", 3)
+    with pytest.raises(ValueError, match="too short"):
+        coder.decode(coder.encode(np.zeros((2, 2))), 40, 2)

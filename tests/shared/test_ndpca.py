@@ -33,7 +33,29 @@ def test_zero_components_give_the_mean():
     torch.testing.assert_close(out, b.mean.expand(5, -1))
 
 
+def test_project_and_reconstruct_keep_leading_dimensions():
+    """Latents ``[B, n, d]`` (a step of vectors) project to ``[B, n, k]`` and back, vector by vector."""
+    z = _latents()
+    b = fit_basis(z)
+    seq = z[:120].reshape(10, 12, -1)
+    c = b.project(seq, 5)
+    assert c.shape == (10, 12, 5)
+    torch.testing.assert_close(c.reshape(120, 5), b.project(z[:120], 5))
+    torch.testing.assert_close(b.reconstruct(c).reshape(120, -1), b.reconstruct(b.project(z[:120], 5)))
+    assert b.reconstruct(seq[..., :0], 0).shape == seq.shape
+
+
+def test_pca_basis_matches_svd():
+    """The Gram-matrix eigenbasis gives the SVD's singular values and an orthonormal basis."""
+    z = _latents()
+    b = fit_basis(z)
+    sv = torch.linalg.svdvals((z - z.mean(0)).double()).float()
+    torch.testing.assert_close(b.singular_values, sv, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(b.basis.T @ b.basis, torch.eye(b.dim), atol=1e-5, rtol=0)
+
+
 def test_coefficients_are_unit_variance_and_sorted():
+    """Normalised coefficients have unit variance; singular values are in descending order."""
     z = _latents()
     b = fit_basis(z)
     c = b.project(z, b.dim)
@@ -42,6 +64,7 @@ def test_coefficients_are_unit_variance_and_sorted():
 
 
 def test_pca_error_decreases_with_k():
+    """Reconstruction error never grows with more components."""
     z = _latents()
     b = fit_basis(z)
     errs = [((b.reconstruct(b.project(z, k), k) - z) ** 2).mean().item() for k in range(b.dim + 1)]
@@ -49,6 +72,7 @@ def test_pca_error_decreases_with_k():
 
 
 def test_identity_basis_keeps_dimension_order():
+    """The identity projection keeps the raw dimensions in order."""
     z = _latents()
     b = fit_basis(z, "identity")
     c = b.project(z, 3)
@@ -56,6 +80,7 @@ def test_identity_basis_keeps_dimension_order():
 
 
 def test_allocation_rules():
+    """NDPCA favours the loudest source; uniform splits floor(L / S) each."""
     bases = [fit_basis(_latents(d=8, seed=s) * (s + 1)) for s in range(3)]
     k = allocate(bases, 10, "ndpca")
     assert sum(k) == 10 and k[2] >= k[0]  # the loudest source wins components
@@ -63,6 +88,7 @@ def test_allocation_rules():
 
 
 def test_batch_bottlenecks_keep_gradients_and_rank():
+    """Training bottlenecks keep the pooled rank and pass gradients."""
     z1 = torch.randn(32, 8, requires_grad=True)
     z2 = torch.randn(32, 8, requires_grad=True)
     out = batch_pca_bottleneck([z1, z2], 5)
@@ -76,6 +102,7 @@ def test_batch_bottlenecks_keep_gradients_and_rank():
 
 
 def test_random_bottleneck_range():
+    """Training bottleneck sizes are drawn from U[8, D/2]."""
     g = torch.Generator().manual_seed(0)
     ks = {random_bottleneck_size(256, g) for _ in range(500)}
     assert min(ks) >= 8 and max(ks) <= 128 and len(ks) > 50

@@ -64,13 +64,15 @@ def test_streaming_istft_equals_codec_to_audio():
     n = 5 * c.chunk_samples + 300
     spec = c.spectra(torch.randn(4, n) * 0.1)
     chunks = c.chunk(spec)
-    decoded = torch.cat([c.decode_coefficients([torch.randn(1, 3)] * 4) for _ in chunks])
+    n_v, per = c.cfg.vectors_per_step, c.frames_per_step
+    decoded = torch.cat([c.decode_coefficients([torch.randn(1, n_v, 3)] * 4) for _ in chunks])
+    assert decoded.shape[-1] == per
     n_frames = spec.shape[-1]
     ref = c.to_audio(c.unchunk(decoded, n_frames), n)
     inv = StreamingISTFT(c.preset, 4)
     outs = []
     for i, ch in enumerate(decoded):
-        valid = min(c.cfg.frames, n_frames - i * c.cfg.frames)
+        valid = min(per, n_frames - i * per)
         outs.append(inv.push(from_channels(ch[..., :valid], c.cfg.representation)))
     outs.append(inv.finish(n))
     torch.testing.assert_close(torch.cat(outs, -1), ref, atol=1e-5, rtol=1e-4)
@@ -105,11 +107,15 @@ def test_session_clock():
 def test_plan_for_active_redistributes():
     """All sources active equals Codec.plan; a missing source's budget goes to the others."""
     c = tiny_codec()
+    n_v = c.cfg.vectors_per_step
     for cap in (50.0, 200.0, 800.0, 1e5):
         full = c.plan(cap)
         assert plan_for_active(c, cap, range(4)).as_dict() == full.as_dict()
         part = plan_for_active(c, cap, [0, 2, 3])
         assert part.allocation[1] == 0
-        assert sum(part.allocation) == min(full.budget_coefficients, sum(c.latent_sizes[s] for s in (0, 2, 3)))
+        active = sum(c.latent_sizes[s] for s in (0, 2, 3))
+        assert part.budget_coefficients == min(full.budget_coefficients, n_v * active)
+        assert sum(part.allocation) == min(full.budget_coefficients // n_v, active)
+        assert sum(part.allocation) * n_v <= part.budget_coefficients
         assert sum(part.bits_per_source) <= part.budget_bits
     assert plan_for_active(c, 500.0, []).allocation == [0, 0, 0, 0]

@@ -28,7 +28,8 @@ def test_demo_writes_decoded_audio_stats_and_plot(tmp_path):
     assert "step    0" in text  # live progress
     stats = json.loads((out / "stats.json").read_text())
     steps = stats["steps"]
-    assert len(steps) == -(-(3 * 16000 // 128 + 1) // 32)
+    frames_per_step = round(stats["rate"]["chunk_seconds"] * 16000 / 128)  # G n_v frames of hop 128
+    assert len(steps) == -(-(3 * 16000 // 128 + 1) // frames_per_step)
     for st in steps:
         for key in ("t", "capacity_bps", "budget_coefficients", "budget_bits", "allocation", "bits_received"):
             assert key in st

@@ -24,6 +24,7 @@ def test_four_edges_follow_allocations_within_budget_and_match_offline(tmp_path)
     codec = tiny_codec()
     codec.save(tmp_path / "codec.ckpt")
     T = codec.rate.chunk_seconds
+    n_v = codec.cfg.vectors_per_step
     trace = write_capacity_trace(tmp_path / "trace.csv",
                                  [(0.0, 300.0), (0.2, 1500.0), (0.45, 100.0), (0.6, 4000.0), (0.8, 700.0)])
     torch.manual_seed(1)
@@ -47,7 +48,8 @@ def test_four_edges_follow_allocations_within_budget_and_match_offline(tmp_path)
     for st in steps:
         assert st["budget_bits"] == math.floor(st["capacity_bps"] * T)
         assert st["bits_total"] <= st["budget_bits"]
-        assert sum(st["allocation"].values()) == st["budget_coefficients"]
+        # Eq. 3's L counts coefficients per step: k_s components of each of n_v vectors
+        assert sum(st["allocation"].values()) == st["budget_coefficients"] // n_v
         assert st["missing"] == [] and st["late"] == []
         for s in "0123":  # the edge applied exactly this step's allocation
             assert st["k_applied"][s] == st["allocation"][s]

@@ -77,13 +77,13 @@ def test_resume_continues_from_saved_step(data_dir, tmp_path):
 
 def test_evaluate_writes_results_for_every_method(checkpoints, data_dir, tmp_path):
     """results.csv has every method at every bandwidth and the required columns."""
-    run_evaluation(tmp_path, checkpoints, data_dir, limit=1, bandwidths=(4, 8, 32), workers=1,
-                   real=False, progress=False)
+    run_evaluation(tmp_path, checkpoints, data_dir, limit=1, bandwidths=(4, 8, 32), opus_kbps=(8.0, 32.0),
+                   perceptual="ref", workers=1, real=False, progress=False)
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
-    for col in ("method", "bandwidth", "bitrate_bps", "psnr_db", "si_sdr_db", "pesq", "stoi"):
+    for col in ("method", "bandwidth", "room_kbps", "psnr_db", "si_sdr_db", "pesq", "stoi"):
         assert col in rows[0]
     got = {(r["method"], int(r["bandwidth"])) for r in rows}
-    for m in list(METHODS) + ["opus"]:
+    for m in METHODS:
         for bw in (4, 8, 32):
             assert (m, bw) in got
     head = json.loads((tmp_path / "headline.json").read_text())["mean_below_full"]
@@ -91,9 +91,9 @@ def test_evaluate_writes_results_for_every_method(checkpoints, data_dir, tmp_pat
             "ndpca-e2d1 share of JAE (%)"} <= set(head)
     jae = {int(r["bandwidth"]): float(r["psnr_db"]) for r in rows if r["method"] == "jae"}
     assert all(map(torch.isfinite, torch.tensor(list(jae.values()))))
-    opus = [r for r in rows if r["method"] == "opus"]
-    assert all("not reachable" in r["note"] for r in opus)  # tiny rates are below Opus's floor
-    for name in ("summary.md", "fig3b_psnr.png", "headline.json", "command.txt"):
+    opus = [r for r in rows if r["method"] == "opus-all" and float(r["target_kbps"]) == 8.0]
+    assert opus and all("not reachable" in r["note"] for r in opus)  # 2 kbit/s a mic: below Opus's floor
+    for name in ("summary.md", "fig3b_psnr.png", "quality_vs_rate.png", "headline.json", "command.txt"):
         assert (tmp_path / name).is_file()
 
 

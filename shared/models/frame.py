@@ -1,0 +1,132 @@
+"""Frame-rate spectral transforms: a linear transform coder that networks refine.
+
+The codec's latent is a *sequence*: one vector per ``G`` STFT frames (32 ms at the default
+``G = 4``, hop 128, 16 kHz). Each stage is a learnt linear map started from PCA of training
+spectra, plus a small residual network whose last layer starts at zero, so an untrained
+model *is* the linear transform coder (DPCA) and training can only add what it misses:
+
+* :class:`FrameTransform` (per microphone, per frame): the compressed complex STFT frame
+  (real and imaginary parts of ``F`` bins, ``2F`` floats) -> ``p`` frame coefficients.
+  Tied: the inverse is the transpose. Shared by every source.
+* :class:`VectorEncoder` (per source): ``G`` frames of the source's ``M_s`` microphones
+  (``M_s G p`` floats) -> latent ``d_s`` (linear map ``A_s`` plus a residual MLP).
+* :class:`JointDecoder`: all sources' latents of one vector -> a residual correction (an MLP
+  over the joint latent, so one source's components help rebuild another's microphones),
+  then each source's ``A_s^T`` back to frame coefficients.
+
+Context is bounded by construction: a latent vector depends on its own ``G`` frames only
+(plus the STFT's look-ahead), so the edge streams with ``G`` frames of delay.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _zero_last(mlp: nn.Sequential) -> nn.Sequential:
+    last = mlp[-1]
+    assert isinstance(last, nn.Linear)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return mlp
+
+
+def residual_mlp(dim: int, hidden: int, out: int | None = None) -> nn.Sequential:
+    """``dim -> hidden -> hidden -> out`` with GELU; the last layer starts at zero."""
+    return _zero_last(
+        nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+            nn.Linear(hidden, out or dim),
+        )
+    )
+
+
+@torch.no_grad()
+def pca(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``[D]`` and top-``k`` principal directions ``[k, D]`` of rows ``x [N, D]``."""
+    x = x.double()
+    mean = x.mean(0)
+    xc = x - mean
+    cov = xc.T @ xc / max(1, x.shape[0] - 1)
+    _, vecs = torch.linalg.eigh(cov)
+    dirs = vecs.flip(1)[:, :k].T
+    if dirs.shape[0] < k:  # fewer dimensions than asked: pad with zeros
+        dirs = torch.cat([dirs, dirs.new_zeros(k - dirs.shape[0], dirs.shape[1])])
+    return mean.float(), dirs.float()
+
+
+class FrameTransform(nn.Module):
+    """Per-frame tied linear transform ``[..., 2F] <-> [..., p]`` around a mean frame."""
+
+    def __init__(self, bins: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(dim, 2 * bins) / (2 * bins) ** 0.5)
+        self.register_buffer("mean", torch.zeros(2 * bins))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """``[..., 2F]`` -> ``[..., p]``."""
+        return (frames - self.mean) @ self.weight.T
+
+    def inverse(self, coeffs: torch.Tensor) -> torch.Tensor:
+        """``[..., p]`` -> ``[..., 2F]``."""
+        return coeffs @ self.weight + self.mean
+
+    @torch.no_grad()
+    def init_pca(self, frames: torch.Tensor) -> None:
+        """Start from PCA of frames ``[N, 2F]``."""
+        mean, dirs = pca(frames, self.weight.shape[0])
+        self.mean.copy_(mean)
+        self.weight.copy_(dirs)
+
+
+class VectorEncoder(nn.Module):
+    """One source: frame coefficients of one vector ``[..., M_s G p]`` -> latent ``[..., d]``.
+
+    ``z = A u + R(A u)``: the linear part ``A`` starts at PCA of the training vectors, the
+    residual MLP ``R`` (``hidden`` wide, 0 = none) at zero.
+    """
+
+    def __init__(self, in_dim: int, latent_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.linear = nn.Parameter(torch.randn(latent_dim, in_dim) / in_dim**0.5)
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.residual = residual_mlp(latent_dim, hidden) if hidden else None
+
+    def project(self, u: torch.Tensor) -> torch.Tensor:
+        return (u - self.mean) @ self.linear.T
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        y = self.project(u)
+        return y + self.residual(y) if self.residual is not None else y
+
+    def back(self, y: torch.Tensor) -> torch.Tensor:
+        """Tied inverse of the linear part: ``[..., d]`` -> ``[..., M_s G p]``."""
+        return y @ self.linear + self.mean
+
+    @torch.no_grad()
+    def init_pca(self, u: torch.Tensor) -> None:
+        mean, dirs = pca(u, self.linear.shape[0])
+        self.mean.copy_(mean)
+        self.linear.copy_(dirs)
+
+
+class JointDecoder(nn.Module):
+    """All sources' latents of a vector -> each source's linear-domain coefficients.
+
+    ``y_s = z_s + R(z_1 .. z_S)[s]``: the joint residual MLP sees every source, so what one
+    device sent helps rebuild the others' microphones; it starts at zero.
+    """
+
+    def __init__(self, latent_sizes: list[int], hidden: int) -> None:
+        super().__init__()
+        self.sizes = list(latent_sizes)
+        total = sum(self.sizes)
+        self.residual = residual_mlp(total, hidden) if hidden else None
+
+    def forward(self, latents: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.residual is None:
+            return list(latents)
+        z = torch.cat(latents, dim=-1)
+        y = z + self.residual(z)
+        return list(torch.split(y, self.sizes, dim=-1))
