@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint evaluate evaluate-task clean weights weights-task bench bench-enhancer
+.PHONY: venv demo test lint evaluate evaluate-task clean weights weights-task bench bench-enhancer \
+	chromium screenshot
 
 venv: $(STAMP)
 
@@ -27,19 +28,35 @@ evaluate-task: venv
 lint: venv
 	$(BIN)/ruff check .
 
-test: venv lint
+test: venv lint chromium
 	$(BIN)/pytest -q
+
+# Debian's chromium for the live view's browser test, when /usr/bin/chromium is missing (needs
+# root or passwordless sudo; the test skips and says why when it cannot be installed).
+chromium:
+	@.ci/install-chromium $(VENV)/chromium-install.log
+
+# The README's picture of the live view: a demo run, screenshot at three quarters of it.
+screenshot: venv chromium
+	$(BIN)/ndpca demo --out out/screenshot --seconds 20 --screenshot docs/img/live.png
 
 clean:
 	rm -rf $(VENV) out
 
-ARCHS := jae ndpca-e2d1 ndpca-e4d1 naive-e2d1 naive-e4d1
+ARCHS := ndpca-e4d1 naive-e4d1 ndpca-e2d1 naive-e2d1 jae
+LINEAR := dpca-e4d1 dpca-e2d1
+LIBRI := ../shared/data/speech/librispeech-train-clean-100
 
-# Re-create the shipped weights in checkpoints/ (about 10-15 min per architecture on 2 cores).
+# Re-create the shipped codecs in checkpoints/ (commands, steps and hours in checkpoints/README.md).
+# Needs ../shared/data (LibriSpeech train-clean-100 and recorded noise) for the real-speech rooms.
 weights: venv
 	$(BIN)/ndpca data build --workers 2
-	for a in $(ARCHS); do $(BIN)/ndpca train --config training/configs/$$a.toml --ship checkpoints --no-progress || exit 1; done
-	for e in e2d1 e4d1; do $(BIN)/ndpca train --config training/configs/naive-$$e-full.toml --ship checkpoints/full_latent --no-progress || exit 1; done
+	$(BIN)/ndpca data build --config training/configs/data-librispeech-train.toml --speech-dir $(LIBRI) \
+		--noise-dir ../shared/data/noise --out data/rooms-librispeech --workers 2
+	for a in $(LINEAR) $(ARCHS); do $(BIN)/ndpca train --config training/configs/$$a.toml --run-dir runs/$$a \
+		--ship checkpoints --no-progress || exit 1; done
+	for e in e2d1 e4d1; do $(BIN)/ndpca train --config training/configs/naive-$$e-full.toml \
+		--run-dir runs/naive-$$e-full --ship checkpoints/full_latent --no-progress || exit 1; done
 
 # The enhancer, then the task- and perception-aware codecs (after `make weights`).
 weights-task: venv

@@ -94,8 +94,8 @@ def register(subparsers: Any) -> None:
     show.add_argument("file", type=Path, help="trace file")
     show.add_argument("--format", default="auto", choices=["auto", *READERS],
                       help="trace format (default: detect from extension and content)")
-    show.add_argument("--period", type=float, default=0.256,
-                      help="replay step T in seconds (default 0.256)")
+    show.add_argument("--period", type=float, default=0.032,
+                      help="replay step T in seconds (default 0.032, the default codec's step)")
     show.add_argument("--plot", type=Path, default=None, metavar="OUT.png",
                       help="write a PNG of capacity and budget over time")
     show.add_argument("--share", type=float, default=None,
@@ -120,7 +120,7 @@ def register(subparsers: Any) -> None:
     show.add_argument("--rx-combine", dest="rx_combine", choices=["mean", "mrc"], default=None,
                       help="CSI receive antennas: mean capacity or MRC")
     show.add_argument("--max-total", dest="max_total", type=int, default=DEFAULT_MAX_TOTAL,
-                      help="budget cap: sum of the latent sizes (default 256)")
+                      help="budget cap: coefficients per step at full width (default 1536)")
     show.set_defaults(func=_show)
 
     gen = sub.add_parser("generate", help="regenerate the committed synthetic traces")

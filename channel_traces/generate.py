@@ -32,7 +32,11 @@ from channel_traces.native import write_snr_csv
 from channel_traces.trace import Trace
 from shared.rate import capacity_from_snr
 
-DEFAULT_BANDWIDTH_HZ = 1000.0
+#: The room's share of the uplink, in Hz: 50 kHz is a quarter of one 180 kHz LTE/NR resource
+#: block (1/400 of a 20 MHz carrier shared by a cell's rooms). With the SNRs below (about -9 to
+#: +12 dB) it gives 8-200 kbit/s, the range the frame-rate codec spans (its full width,
+#: 1536 coefficients per 32 ms step, needs about 175 kbit/s), so the budget binds most of the time.
+DEFAULT_BANDWIDTH_HZ = 50_000.0
 OUTAGE_SNR_DB = -40.0
 TRACES_DIR = Path(__file__).resolve().parent / "traces"
 

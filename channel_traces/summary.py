@@ -15,10 +15,11 @@ import numpy as np
 from channel_traces.trace import Trace
 from shared.rate import RateConfig, budget_coefficients
 
-#: Total latent size of the default system (E4D1: 4 sources x 64 floats), the budget cap.
-DEFAULT_MAX_TOTAL = 256
+#: Coefficients per step at full width of the default codec (E4D1: 4 sources x 384 floats per
+#: latent vector, one vector per 32 ms step), the budget cap.
+DEFAULT_MAX_TOTAL = 1536
 #: Median budget that :func:`suggest_share` aims for.
-DEFAULT_TARGET_COEFFICIENTS = 64
+DEFAULT_TARGET_COEFFICIENTS = 384
 #: Kinds measured on a whole link, whose readers take a ``share``.
 SHARED_KINDS = ("throughput", "csi")
 

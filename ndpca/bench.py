@@ -220,6 +220,7 @@ def sessions_held(args: argparse.Namespace, prep, codec, mics: torch.Tensor, out
                 r.raise_for_status()
             clients = [EdgeClient(EdgeConfig(url, sid, s, token, retry_for_s=10), codec, encoders[s])
                        for sid in ids for s in range(codec.n_sources)]
+            viewers = _live_streams(base, token, ids, getattr(args, "live_streams", 0))
             results: list = []
             th = threading.Thread(target=_run_clients, args=(clients, results), daemon=True)
             t0 = time.time()
@@ -239,6 +240,7 @@ def sessions_held(args: argparse.Namespace, prep, codec, mics: torch.Tensor, out
             dec = [s["decode_ms"]["p95"] for s in summaries if s["decode_ms"]["p95"] is not None]
             errors = [str(r) for r in results if not isinstance(r, dict)]
             batch_sum, batch_count = _batch_stats(httpx.get(f"{base}/metrics", timeout=10).text)
+            live = viewers.stop() if viewers is not None else None
             row = {
                 "sessions": level, "edges": len(clients), "wall_s": time.time() - t0,
                 "chunks": chunks, "lost_chunks": lost, "lost_fraction": lost / max(chunks, 1),
@@ -248,6 +250,7 @@ def sessions_held(args: argparse.Namespace, prep, codec, mics: torch.Tensor, out
                 "all_finished": all(s["state"] == "finished" for s in summaries),
                 "mean_decode_batch_so_far": batch_sum / max(batch_count, 1),
                 "edge_errors": errors[:3],
+                "live_streams": live,
             }
             for sid in ids:  # free the receiver for the next level
                 httpx.delete(f"{base}/sessions/{sid}", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
@@ -261,7 +264,17 @@ def sessions_held(args: argparse.Namespace, prep, codec, mics: torch.Tensor, out
     finally:
         stop(rx)
     held = [r["sessions"] for r in levels if r["held"]]
-    return {"deadline_ms": deadline_ms, "levels": levels, "max_sessions_held": max(held) if held else 0}
+    return {"deadline_ms": deadline_ms, "levels": levels, "max_sessions_held": max(held) if held else 0,
+            "live_streams": getattr(args, "live_streams", 0)}
+
+
+def _live_streams(base: str, token: str, ids: list[str], n: int):
+    """``--live-streams N``: the live view's stream open on the first N sessions of a level."""
+    if n <= 0:
+        return None
+    from ndpca.liveview import LiveStreams
+
+    return LiveStreams(base, token, ids[:n]).start()
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ in the style of the paper's Fig. 3a. ``bench`` is in :mod:`ndpca.bench`.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
@@ -42,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fast", action="store_true", help="lockstep simulation instead of real time")
     p.add_argument("--prepare-only", action="store_true",
                    help="only write model, room audio and token to --out (docker compose uses it)")
+    p.add_argument("--hold", action="store_true",
+                   help="keep the receiver and its live view up after the run, until Ctrl-C")
+    p.add_argument("--screenshot", type=Path,
+                   help="save a PNG of the live view (headless Chromium) at three quarters of the run")
     p.set_defaults(func=run_demo)
 
     b = sub.add_parser("bench", help="real-time factors, latency, bits vs budget, sessions held")
@@ -49,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-sessions", type=int, default=24, help="largest session count to try")
     b.add_argument("--session-seconds", type=float, default=6.0,
                    help="how long each concurrency level streams")
+    b.add_argument("--live-streams", type=int, default=0,
+                   help="open the live view's stream on this many sessions of each level (as pages would)")
     b.set_defaults(func=_run_bench)
 
 
@@ -274,9 +281,11 @@ def run_demo(args: argparse.Namespace) -> int:
         "--record-dir", str(out / "record"), *enh,
     ])
     edges: list[subprocess.Popen] = []
+    ok = False
     try:
         wait_ready(base, rx, rx_log)
         print(f"receiver   {base}  (docs {base}/docs, stats {base}/sessions/{SESSION}/stats)")
+        live = _live_view(base, prep, args)
         for s in range(prep.n_sources):
             edges.append(start_edge(url, s, prep, logs / f"edge-{s}.log", args.fast,
                                     out / "edges" / f"edge-{s}.json"))
@@ -284,10 +293,14 @@ def run_demo(args: argparse.Namespace) -> int:
         audio = httpx.get(f"{base}/sessions/{SESSION}/audio", timeout=30)
         audio.raise_for_status()
         (out / "decoded.wav").write_bytes(audio.content)
+        ok = True
     finally:
         for p in edges:
             stop(p)
-        stop(rx)
+        if not (ok and getattr(args, "hold", False)):
+            stop(rx)
+        else:
+            atexit.register(stop, rx)  # --hold: stopped after the hold, or whatever happens
     edge_stats = {}
     for s in range(prep.n_sources):
         f = out / "edges" / f"edge-{s}.json"
@@ -312,12 +325,77 @@ def run_demo(args: argparse.Namespace) -> int:
               f"{_db(q.get('snr_db_overall'))}, of all mics vs the captured mics "
               f"{_db(q.get('mics_snr_db_overall'))}"
               + ("  (random model: expect noise)" if prep.random_model else ""))
+    report = quality_report(prep, out / "decoded.wav", stats, bool(enh))
+    stats["demo"]["quality"] = report
+    (out / "stats.json").write_text(json.dumps(stats, indent=1))
+    print_quality(report)
     print(f"decoded    {out / 'decoded.wav'}"
           + ("  (enhanced speech of microphone 0, score-based enhancer)" if enh else "  (the decoded microphones)"))
     print(f"stats      {out / 'stats.json'}")
     print(f"plot       {plot}")
     print(f"done in {time.time() - t_start:.0f} s")
+    _after_live_view(args, rx, live)
     return 0
+
+
+def _live_view(base: str, prep: Prepared, args: argparse.Namespace) -> tuple[str, Any]:
+    """Print the live view's address (the page, server/live.py); start ``--screenshot``."""
+    from ndpca.liveview import page_url, start_screenshot
+
+    token = prep.token_file.read_text().strip()
+    url = page_url(base, token, SESSION)
+    print(f"live view  {url}", flush=True)
+    shot = getattr(args, "screenshot", None)
+    return url, start_screenshot(base, token, SESSION, shot, args.seconds) if shot else None
+
+
+def _after_live_view(args: argparse.Namespace, rx: subprocess.Popen, live: tuple[str, Any]) -> None:
+    """Report the screenshot; ``--hold`` keeps the receiver up until Ctrl-C."""
+    from ndpca.liveview import hold
+
+    url, shot = live
+    if shot is not None:
+        print(shot.report())
+    if getattr(args, "hold", False):
+        hold(rx, url, stop)
+
+
+def quality_report(prep: Prepared, decoded_wav: Path, stats: dict[str, Any], enhanced: bool) -> dict[str, Any]:
+    """What the demo wrote, in numbers: the room rate it used (bits received per second of
+    audio) and PESQ-WB / STOI of decoded (or enhanced) microphone 0 against the clean reference
+    and against the captured microphone 0, beside the captured microphone's own scores."""
+    from training.metrics import pesq_wb, stoi
+
+    sr = prep.sample_rate
+    clean = sf.read(prep.clean, dtype="float32")[0]
+    mic0 = sf.read(prep.room, dtype="float32")[0][:, 0]
+    out = sf.read(decoded_wav, dtype="float32")[0]
+    out0 = out if out.ndim == 1 else out[:, 0]
+    n = min(len(clean), len(mic0), len(out0))
+    clean, mic0, out0 = clean[:n], mic0[:n], out0[:n]
+    steps = stats["steps"]
+    period = stats["rate"]["chunk_seconds"]
+    bits = sum(sum(st.get("bits_received", {}).values()) for st in steps)
+    budget = sum(st.get("budget_bits", 0) for st in steps)
+    return {
+        "output": "enhanced microphone 0" if enhanced else "decoded microphone 0",
+        "room_kbps": bits / max(1e-9, len(steps) * period) / 1000,
+        "budget_kbps": budget / max(1e-9, len(steps) * period) / 1000,
+        "output_vs_clean": {"pesq": pesq_wb(clean, out0, sr), "stoi": stoi(clean, out0, sr)},
+        "output_vs_mic": {"pesq": pesq_wb(mic0, out0, sr), "stoi": stoi(mic0, out0, sr)},
+        "mic_vs_clean": {"pesq": pesq_wb(clean, mic0, sr), "stoi": stoi(clean, mic0, sr)},
+    }
+
+
+def print_quality(q: dict[str, Any]) -> None:
+    """Three lines: the room rate, then the output's and the captured microphone's scores."""
+    def fmt(d: dict[str, float]) -> str:
+        return f"PESQ-WB {d['pesq']:.2f}  STOI {d['stoi']:.3f}"
+
+    print(f"room rate  {q['room_kbps']:.1f} kbit/s received (channel allowed {q['budget_kbps']:.1f} kbit/s)")
+    print(f"quality    {q['output']} vs clean reference: {fmt(q['output_vs_clean'])}; "
+          f"vs captured microphone 0: {fmt(q['output_vs_mic'])}")
+    print(f"           captured (noisy) microphone 0 vs clean reference: {fmt(q['mic_vs_clean'])}")
 
 
 def _db(v: float | None) -> str:

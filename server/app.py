@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from server import api, ws
+from server import api, live, ws
 from server.decoder import BatchDecoder
 from server.enhance import build_enhancer
 from server.manager import SessionManager
@@ -69,4 +69,5 @@ def create_app(settings: ReceiverSettings | None = None, codec: Codec | None = N
     app.include_router(api.sessions)
     app.include_router(api.metrics)
     app.include_router(ws.router)
+    app.include_router(live.router)  # the live view: /ui, /ui/live, /ui/sessions
     return app

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: steps whose plans are kept after closing, to check late chunks against their allocation
 PLAN_HISTORY = 256
+#: seconds of the newest output kept for the live view's player even past ``record_seconds``
+TAIL_SECONDS = 30.0
 
 
 @dataclass
@@ -154,6 +157,10 @@ class Session:
         self.final_quality: dict[str, float | None] = {}
         self.late = self.missing = self.duplicates = 0
         self.finished_event = asyncio.Event()
+        # live view (server/live.py): the newest output blocks, and events set on every change
+        self.tail: deque[np.ndarray] = deque()
+        self.tail_samples = 0
+        self.watchers: set[asyncio.Event] = set()
         self._ending = False
         self._finish_submitted = False
         self._wake = asyncio.Event()
@@ -173,6 +180,11 @@ class Session:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _notify(self) -> None:
+        """Tell the live views (``watchers``) that a step was decoded or the state changed."""
+        for event in self.watchers:
+            event.set()
 
     # ------------------------------------------------------------------ edges
     def check_join(self, hello: P.Hello) -> None:
@@ -219,6 +231,7 @@ class Session:
         ))
         log.info("session %s: source %d connected (%d/%d)", self.id, s, len(self.links), len(self.expected))
         self.wake()
+        self._notify()
 
     def detach(self, source: int, link: EdgeLink) -> None:
         if self.links.get(source) is link:
@@ -228,6 +241,7 @@ class Session:
             self.metrics.connections.dec()
             log.info("session %s: source %d disconnected", self.id, source)
             self.wake()
+            self._notify()
 
     def on_bye(self, source: int) -> None:
         self.sources[source].finished = True
@@ -302,6 +316,7 @@ class Session:
         self.output_offset = self.first_step * self.codec.chunk_samples
         self.state = "running"
         log.info("session %s started (%s, step %d)", self.id, self.cfg.mode, self.first_step)
+        self._notify()
 
     def _active(self) -> frozenset[int]:
         return frozenset(s for s in self.links if not self.sources[s].finished)
@@ -469,6 +484,7 @@ class Session:
             self.e2e_ms.append(entry["e2e_ms"])
             self.metrics.e2e_seconds.observe(done - capture)
         self.metrics.steps.labels(self.id).inc()
+        self._notify()
 
     def _append(self, audio: torch.Tensor) -> int:
         """Record a decoded block ``[M, n]``; returns its first sample's index in the stream."""
@@ -479,6 +495,11 @@ class Session:
             keep = block[:, : self.record_limit - self.recorded]
             self.output.append(keep)
             self.recorded += keep.shape[-1]
+        if block.shape[-1]:  # the live view's player: the newest TAIL_SECONDS, shared with output
+            self.tail.append(block)
+            self.tail_samples += block.shape[-1]
+            while self.tail_samples - self.tail[0].shape[-1] >= TAIL_SECONDS * self.codec.sample_rate:
+                self.tail_samples -= self.tail.popleft().shape[-1]
         return start
 
     def _submit_finish(self) -> None:
@@ -508,6 +529,7 @@ class Session:
         if self.on_finish is not None:
             self.on_finish(self)
         self.wake()
+        self._notify()
 
     # ------------------------------------------------------------------ reporting
     def audio(self) -> np.ndarray:

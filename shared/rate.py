@@ -79,7 +79,7 @@ class RateConfig:
     sigma2: float = 1.0
     distortion: float = 0.01
     eta: float = 1.1
-    chunk_seconds: float = 0.256
+    chunk_seconds: float = 0.032
 
     def __post_init__(self) -> None:
         if self.sigma2 <= self.distortion:

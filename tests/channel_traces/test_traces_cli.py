@@ -33,7 +33,7 @@ def test_show_prints_stats_and_writes_png(tmp_path: Path, capsys: pytest.Capture
     text = capsys.readouterr().out
     assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 10_000
     for word in ("duration   60.000 s", "1875 samples", "capacity   min", "median", "mean",
-                 "outage", "budget     min", "W = 1000 Hz", "sigma2 1, D 0.01, eta 1.1"):
+                 "outage", "budget     min", "W = 50000 Hz", "sigma2 1, D 0.01, eta 1.1"):
         assert word in text
     summary = summarize(load_trace(TRACES_DIR / "default.csv"))
     assert f"max {summary.budget_max} coefficients per step" in text

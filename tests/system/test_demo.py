@@ -26,6 +26,7 @@ def test_demo_writes_decoded_audio_stats_and_plot(tmp_path):
     if not list((REPO / "checkpoints").glob("ndpca-e4d1-*.ckpt")):
         assert "no trained checkpoint found; using a random model" in text
     assert "step    0" in text  # live progress
+    assert "live view  http://127.0.0.1:" in text and "/ui#token=" in text  # the page's address
     stats = json.loads((out / "stats.json").read_text())
     steps = stats["steps"]
     frames_per_step = round(stats["rate"]["chunk_seconds"] * 16000 / 128)  # G n_v frames of hop 128
