@@ -1,6 +1,6 @@
 """``ndpca demo`` and ``ndpca bench``: the streaming system on loopback, in one command.
 
-``demo`` prepares a codec (the trained checkpoint, or a random model with a warning), builds
+``demo`` prepares a codec (the trained checkpoint, or an untrained one with a warning), builds
 one held-out simulated room, starts the receiver (``ndpca serve``) and one ``ndpca edge``
 process per source, shows live progress and writes ``decoded.wav``, ``stats.json`` and a plot
 in the style of the paper's Fig. 3a. ``bench`` is in :mod:`ndpca.bench`.
@@ -109,8 +109,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
     random_model = ckpt is None
     mics, clean = build_room(args.seconds, args.seed, out / "data")
     if ckpt is None:
-        log.warning("no trained checkpoint found; using a random model (train one with "
-                    "`ndpca train --config %s`; decoded audio will be noise-like)", args.arch)
+        log.warning("no trained checkpoint found; using an untrained model (train one with "
+                    "`ndpca train --config %s`; it is the linear coder fitted to this room only)", args.arch)
         ckpt = random_codec(args.arch, mics, out / "model-random.ckpt")
     model = out / "model.ckpt"  # a stable name for every process (and docker compose)
     if Path(ckpt).resolve() != model.resolve():
@@ -148,7 +148,9 @@ def build_room(seconds: float, seed: int, data_dir: Path) -> tuple[np.ndarray, n
 
 
 def random_codec(arch: str, mics: np.ndarray, path: Path):
-    """A randomly initialised codec of ``arch`` with bases fitted on ``mics``; saved to ``path``."""
+    """An untrained codec of ``arch``: its linear transforms and bases fitted on ``mics`` (the
+    linear transform coder of this room; the residual networks start at zero); saved to
+    ``path``."""
     import torch
 
     from shared.codec import Codec
@@ -164,8 +166,9 @@ def random_codec(arch: str, mics: np.ndarray, path: Path):
     torch.manual_seed(0)
     model = DistributedAutoencoder(model_cfg).eval()
     bank = SpectralBank.from_examples([torch.from_numpy(mics)], model_cfg)
+    model.init_linear(bank.all_chunks(stride=4))
     codec = Codec(model, fit_bases(model, bank.all_chunks(stride=4)))
-    codec.save(path, extra_header={"note": "random model for the demo: not trained"})
+    codec.save(path, extra_header={"note": "untrained model for the demo: PCA of the demo room only"})
     return path
 
 
@@ -264,7 +267,7 @@ def run_demo(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     out: Path = args.out
     prep = prepare(args)
-    print(f"model      {prep.checkpoint}{'  (RANDOM: no trained checkpoint found)' if prep.random_model else ''}")
+    print(f"model      {prep.checkpoint}{'  (UNTRAINED: no trained checkpoint found)' if prep.random_model else ''}")
     print(f"room       {prep.room}  ({args.seconds:g} s, {prep.n_sources} sources)")
     print(f"trace      {prep.trace}")
     if args.prepare_only:
@@ -324,7 +327,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print("quality    SNR of decoded mic 0 vs clean speech "
               f"{_db(q.get('snr_db_overall'))}, of all mics vs the captured mics "
               f"{_db(q.get('mics_snr_db_overall'))}"
-              + ("  (random model: expect noise)" if prep.random_model else ""))
+              + ("  (untrained model)" if prep.random_model else ""))
     report = quality_report(prep, out / "decoded.wav", stats, bool(enh))
     stats["demo"]["quality"] = report
     (out / "stats.json").write_text(json.dumps(stats, indent=1))

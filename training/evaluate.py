@@ -96,7 +96,9 @@ OPUS_METHODS = ("opus-ref", "opus-all")
 CODEC_CONFIGS = {"full_latent/naive-e2d1": "naive-e2d1-full", "full_latent/naive-e4d1": "naive-e4d1-full"}
 METRICS = ("psnr_db", "si_sdr_db", "pesq", "stoi")
 ALL_METRICS = tuple(f"all_{k}" for k in METRICS)
-FIELDS = (["method", "bandwidth", "room_kbps", *METRICS, *ALL_METRICS, "target_kbps",
+# the reference microphone's output against the room's clean speech (what a listener wants)
+CLEAN_METRICS = ("clean_si_sdr_db", "clean_pesq", "clean_stoi")
+FIELDS = (["method", "bandwidth", "room_kbps", *METRICS, *ALL_METRICS, *CLEAN_METRICS, "target_kbps",
            "opus_floor_kbps", "coefficients_per_step", "allocation", "n_examples", "note"])
 EXAMPLE_FIELDS = ["example"] + [k for k in FIELDS if k != "n_examples"]
 NAN = float("nan")
@@ -162,21 +164,27 @@ def perceptual_scores(jobs: list[tuple[np.ndarray, np.ndarray, int]], workers: i
 
 
 def score_rows(rows: list[dict[str, Any]], mics: np.ndarray, sr: int, mode: str,
-               workers: int, pool: Executor | None) -> None:
+               workers: int, pool: Executor | None, clean: np.ndarray | None = None) -> None:
     """Fill ``pesq, stoi`` (mic 0) and ``all_pesq, all_stoi`` (mean over microphones) of one
-    example's rows from their decoded audio (key ``_decoded``, removed). ``mode``: "all",
-    "ref" (reference microphone only) or "none"."""
-    jobs, owners = [], []
+    example's rows from their decoded audio (key ``_decoded``, removed), and with ``clean``
+    ``clean_pesq, clean_stoi`` (mic 0 against the clean speech). ``mode``: "all", "ref"
+    (reference microphone only) or "none"."""
+    jobs, owners, clean_jobs = [], [], []
     for i, row in enumerate(rows):
         dec = row.pop("_decoded")
-        row.update(pesq=NAN, stoi=NAN, all_pesq=NAN, all_stoi=NAN)
+        row.update(pesq=NAN, stoi=NAN, all_pesq=NAN, all_stoi=NAN, clean_pesq=NAN, clean_stoi=NAN)
         if dec is None or mode == "none":
             continue
         n = dec.shape[0] if mode == "all" else 1
         jobs += [(mics[m], dec[m], sr) for m in range(n)]
         owners += [i] * n
+        if clean is not None:
+            clean_jobs.append((i, (clean, dec[0], sr)))
+    scores_all = perceptual_scores(jobs + [j for _, j in clean_jobs], workers, False, pool)
+    for (i, _), sc in zip(clean_jobs, scores_all[len(jobs):]):
+        rows[i]["clean_pesq"], rows[i]["clean_stoi"] = sc
     per_row: dict[int, list[tuple[float, float]]] = defaultdict(list)
-    for i, s in zip(owners, perceptual_scores(jobs, workers, False, pool)):
+    for i, s in zip(owners, scores_all[: len(jobs)]):
         per_row[i].append(s)
     for i, scores in per_row.items():
         rows[i]["pesq"], rows[i]["stoi"] = scores[0]
@@ -201,20 +209,22 @@ def _psnr(spec_out: torch.Tensor, spec_in: torch.Tensor, rep: str) -> float:
 
 
 def quality(mics: torch.Tensor, decoded: torch.Tensor, spec_in: torch.Tensor,
-            spec_out: torch.Tensor, rep: str) -> dict[str, Any]:
+            spec_out: torch.Tensor, rep: str, clean: torch.Tensor | None = None) -> dict[str, Any]:
     """Waveform and spectral metrics of ``decoded`` ``[K, N]`` (K = M microphones, or 1: the
-    reference microphone alone) against ``mics`` ``[M, N]``; PESQ/STOI come later."""
+    reference microphone alone) against ``mics`` ``[M, N]`` (and mic 0 against ``clean``
+    ``[N]``); PESQ/STOI come later."""
     k = decoded.shape[0]
     sdr = [si_sdr_db(mics[m].numpy(), decoded[m].numpy()) for m in range(k)]
     out = {"psnr_db": _psnr(spec_out[:1], spec_in[:1], rep), "si_sdr_db": sdr[0],
-           "all_psnr_db": NAN, "all_si_sdr_db": NAN, "_decoded": decoded.numpy()}
+           "all_psnr_db": NAN, "all_si_sdr_db": NAN, "_decoded": decoded.numpy(),
+           "clean_si_sdr_db": NAN if clean is None else si_sdr_db(clean.numpy(), decoded[0].numpy())}
     if k == mics.shape[0]:
         out.update(all_psnr_db=_psnr(spec_out, spec_in, rep), all_si_sdr_db=float(np.mean(sdr)))
     return out
 
 
 def codec_rows(ex_id: str, mics: torch.Tensor, codecs: dict[str, Codec], methods: tuple[str, ...],
-               bandwidths: tuple[int, ...]) -> list[dict[str, Any]]:
+               bandwidths: tuple[int, ...], clean: torch.Tensor | None = None) -> list[dict[str, Any]]:
     """One row per method and bandwidth (up to and including each codec's full width)."""
     rows = []
     for ref in dict.fromkeys(METHODS[m][0] for m in methods):
@@ -229,7 +239,8 @@ def codec_rows(ex_id: str, mics: torch.Tensor, codecs: dict[str, Codec], methods
                     "room_kbps": stats["bitrate_bps"] / 1000, "opus_floor_kbps": NAN,
                     "coefficients_per_step": stats["coefficients_per_chunk"],
                     "allocation": "/".join(map(str, stats["allocation"])), "note": "",
-                    **quality(mics, dec.cpu(), spec_in, stats["spectra"].cpu(), codec.cfg.representation),
+                    **quality(mics, dec.cpu(), spec_in, stats["spectra"].cpu(), codec.cfg.representation,
+                              clean),
                 })
     return rows
 
@@ -238,10 +249,11 @@ def _opus_row(method: str, ex_id: str, target_kbps: float, floor_kbps: float) ->
     return {"method": method, "bandwidth": -1, "target_kbps": target_kbps, "example": ex_id,
             "room_kbps": NAN, "opus_floor_kbps": floor_kbps, "coefficients_per_step": NAN,
             "allocation": "", "note": "", "_decoded": None,
-            **dict.fromkeys(("psnr_db", "si_sdr_db", "all_psnr_db", "all_si_sdr_db"), NAN)}
+            **dict.fromkeys(("psnr_db", "si_sdr_db", "all_psnr_db", "all_si_sdr_db", "clean_si_sdr_db"), NAN)}
 
 
-def opus_rows(ex_id: str, mics: torch.Tensor, codec: Codec, targets_kbps: tuple[float, ...]) -> list[dict[str, Any]]:
+def opus_rows(ex_id: str, mics: torch.Tensor, codec: Codec, targets_kbps: tuple[float, ...],
+              clean: torch.Tensor | None = None) -> list[dict[str, Any]]:
     """``opus-ref`` and ``opus-all`` rows at every room-rate target.
 
     ``opus_floor_kbps`` is the lowest room rate each kind reaches on this example: the rate
@@ -256,7 +268,7 @@ def opus_rows(ex_id: str, mics: torch.Tensor, codec: Codec, targets_kbps: tuple[
 
     def coded(dec: np.ndarray) -> dict[str, Any]:
         d = torch.from_numpy(dec)
-        return quality(mics, d, spec_in, codec.spectra(d).cpu(), codec.cfg.representation)
+        return quality(mics, d, spec_in, codec.spectra(d).cpu(), codec.cfg.representation, clean)
 
     rows = []
     for t in targets_kbps:
@@ -300,9 +312,11 @@ def evaluate_examples(
     with ProcessPoolExecutor(workers) if use_pool else nullcontext() as pool:
         for ex in tqdm(examples, disable=not progress, desc="evaluate"):
             mics = ex["mics"].float()
-            ex_rows = codec_rows(ex["id"], mics, codecs, methods, bandwidths)
-            ex_rows += opus_rows(ex["id"], mics, any_codec, opus_kbps) if opus_kbps else []
-            score_rows(ex_rows, mics.numpy(), any_codec.sample_rate, perceptual, workers, pool)
+            clean = ex["clean"].float() if "clean" in ex else None
+            ex_rows = codec_rows(ex["id"], mics, codecs, methods, bandwidths, clean)
+            ex_rows += opus_rows(ex["id"], mics, any_codec, opus_kbps, clean) if opus_kbps else []
+            score_rows(ex_rows, mics.numpy(), any_codec.sample_rate, perceptual, workers, pool,
+                       None if clean is None else clean.numpy())
             rows += ex_rows
     return rows
 
@@ -330,7 +344,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         agg: dict[str, Any] = {"method": method, "bandwidth": bw, "target_kbps": target,
                                "allocation": rs[0].get("allocation", ""), "n_examples": len(rs),
                                "note": _agg_note(rs)}
-        for key in ("room_kbps", *METRICS, *ALL_METRICS, "opus_floor_kbps", "coefficients_per_step"):
+        for key in ("room_kbps", *METRICS, *ALL_METRICS, *CLEAN_METRICS, "opus_floor_kbps",
+                    "coefficients_per_step"):
             agg[key] = finite_mean([r.get(key, NAN) for r in rs])
         out.append(agg)
     return sorted(out, key=lambda r: (order.get(r["method"], len(order)), r["method"], r["bandwidth"],

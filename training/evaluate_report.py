@@ -36,6 +36,9 @@ STYLES = {"jae": "k-o", "ndpca-e2d1": "C0-s", "ndpca-e4d1": "C1-^", "uniform-e2d
 REF_METRICS = (("pesq", "PESQ-WB", 2), ("stoi", "STOI", 3), ("si_sdr_db", "SI-SDR (dB)", 1),
                ("psnr_db", "PSNR (dB), Eq. 13", 1))
 ALL_METRICS = tuple((f"all_{k}", name, nd) for k, name, nd in REF_METRICS)
+CLEAN_METRICS = (("clean_pesq", "PESQ-WB against the clean speech", 2),
+                 ("clean_stoi", "STOI against the clean speech", 3),
+                 ("clean_si_sdr_db", "SI-SDR (dB) against the clean speech", 1))
 
 
 def fmt_cell(v: Any, nd: int = 2) -> str:
@@ -183,7 +186,7 @@ def metric_tables(agg: list[dict[str, Any]]) -> list[str]:
     lines = ["## Room rate by bandwidth (kbit/s, measured, all sources)", ""]
     lines += _table(["method"] + [str(b) for b in bws],
                     [[m] + [fmt_cell(cell.get((m, b), {}).get("room_kbps"), 2) for b in bws] for m in methods])
-    for key, name, nd in REF_METRICS + ALL_METRICS:
+    for key, name, nd in REF_METRICS + ALL_METRICS + CLEAN_METRICS:
         scope = "all microphones (mean)" if key.startswith("all_") else "reference microphone"
         lines += ["", f"## {name}, {scope}, by bandwidth: value (room kbit/s)", ""]
         rows = []
@@ -205,7 +208,7 @@ def opus_tables(agg: list[dict[str, Any]]) -> list[str]:
                  else "M times the largest rate Opus's lowest setting measures on a microphone")
         lines += ["", f"## {method}: {what}", "", f"Floor: the lowest room rate reachable, {floor} "
                   "(mean over examples); targets below it are not reachable and have no scores.", ""]
-        keys = REF_METRICS + (ALL_METRICS if method == "opus-all" else ())
+        keys = REF_METRICS + CLEAN_METRICS + (ALL_METRICS if method == "opus-all" else ())
         rows = [[fmt_cell(r["target_kbps"], 0), fmt_cell(r["room_kbps"], 2), fmt_cell(r["opus_floor_kbps"], 2)]
                 + [fmt_cell(r[k], nd) for k, _, nd in keys] + [r["note"] or "-"]
                 for r in agg if r["method"] == method]

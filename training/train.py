@@ -233,8 +233,8 @@ def train(
     module: nn.Module = BottleneckedAutoencoder(model, resolve_bottleneck(cfg))
     if world > 1:
         module = nn.parallel.DistributedDataParallel(module)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                            fused=dev.type in ("cpu", "cuda"))
+    opt = torch.optim.AdamW(param_groups(model, cfg.train.linear_lr_scale), lr=cfg.train.lr,
+                            weight_decay=cfg.train.weight_decay, fused=dev.type in ("cpu", "cuda"))
     gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
     kgen = torch.Generator().manual_seed(cfg.train.seed * 1000 + 999)  # same k on every rank
     start, spent = 0, 0.0  # spent: training seconds of earlier sittings (resumed runs)
@@ -258,7 +258,7 @@ def train(
     with log as logf:
         for step in bar:
             for g in opt.param_groups:
-                g["lr"] = _lr_at(step, cfg)
+                g["lr"] = _lr_at(step, cfg) * g["lr_scale"]
             x = bank.sample(cfg.train.batch_size, gen).to(dev)
             clean = None
             if bank.with_clean:
@@ -282,7 +282,7 @@ def train(
                 terms.update({f"disc_{n}": torch.tensor(v) for n, v in
                               objective.discriminator_step(outd["recon"], x).items()})
             if rank == 0 and (step % cfg.train.log_every == 0 or step == cfg.train.steps - 1):
-                rec = {"step": step, "k": k, "loss": loss.item(), "lr": opt.param_groups[0]["lr"],
+                rec = {"step": step, "k": k, "loss": loss.item(), "lr": _lr_at(step, cfg),
                        "elapsed_s": round(time.time() - t0, 1), "train_s": round(spent + time.time() - t0, 1)}
                 rec.update({n: round(v.item(), 5) for n, v in terms.items()})
                 logf.write(json.dumps(rec) + "\n")
@@ -297,14 +297,24 @@ def train(
         return None
     total_s = spent + time.time() - t0
     _save_state(state_path, model, opt, gen, kgen, cfg.train.steps, world, objective, total_s)
-    provenance = dict(provenance or {}, steps=cfg.train.steps, train_hours=round(total_s / 3600, 3),
-                      processes=world)
+    provenance = dict(provenance or {}, steps=cfg.train.steps, train_hours=round(total_s / 3600, 4),
+                      train_seconds=round(total_s, 1), processes=world)
     path = finalize(cfg, model, bank, run_dir, provenance)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, out)
         path = out
     return path
+
+
+def param_groups(model: DistributedAutoencoder, linear_scale: float) -> list[dict[str, Any]]:
+    """Two optimiser groups: the PCA-initialised linear maps (the frame transform and each
+    source's vector transform) at ``linear_scale`` times the learning rate, so that training
+    refines the linear coder slowly, and everything else (the residual networks) at 1."""
+    linear = [model.frame.weight] + [enc.linear for enc in model.encoders]
+    ids = {id(p) for p in linear}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": linear, "lr_scale": linear_scale}, {"params": rest, "lr_scale": 1.0}]
 
 
 def _save_state(path: Path, model, opt, gen, kgen, step: int, world: int, objective=None,

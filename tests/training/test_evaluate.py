@@ -93,13 +93,16 @@ def test_room_rate_grows_with_bandwidth(evaluation):
 
 
 def test_scores_cover_reference_and_all_microphones(evaluation):
-    """Codec rows have finite reference and all-microphone scores; opus-ref only reference ones."""
+    """Codec rows have finite reference, all-microphone and clean-speech scores; opus-ref only
+    reference (and clean-speech) ones."""
     out, _ = evaluation
     rows = _rows(out / "results_per_example.csv")
     keys = ("psnr_db", "si_sdr_db", "pesq", "stoi")
+    clean = ("clean_si_sdr_db", "clean_pesq", "clean_stoi")
     for r in rows:
         if r["method"] in METHODS:
             assert all(math.isfinite(_f(r[k])) and math.isfinite(_f(r[f"all_{k}"])) for k in keys), r
+            assert all(math.isfinite(_f(r[k])) for k in clean), r
         elif r["method"] == "opus-ref" and not r["note"]:
             assert all(math.isfinite(_f(r[k])) for k in keys)
             assert all(math.isnan(_f(r[f"all_{k}"])) for k in keys)

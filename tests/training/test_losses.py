@@ -5,6 +5,7 @@ import torch
 from conftest import tiny_model_config
 
 from shared.models.architectures import DistributedAutoencoder
+from shared.stft import get_preset
 from training.losses import psnr_db, spectral_snr_db, task_agnostic_losses
 from training.train import BottleneckedAutoencoder
 
@@ -17,10 +18,10 @@ def test_each_term_reaches_every_encoder(arch, bottleneck):
     model = DistributedAutoencoder(tiny_model_config(arch))
     module = BottleneckedAutoencoder(model, bottleneck)
     x = torch.randn(24, 4, 2, 256, 8) * 0.3
-    for name in ("mse", "mse_complex", "cosine", "spectral_snr", "psnr", "nuclear"):
+    for name in ("mse", "mse_complex", "cosine", "spectral_snr", "psnr", "nuclear", "mrstft"):
         model.zero_grad()
         out = module(x, 12)
-        terms = task_agnostic_losses(out["recon"], x, out["latents"])
+        terms = task_agnostic_losses(out["recon"], x, out["latents"], "complex", get_preset("stream"))
         terms[name].backward()
         for s, enc in enumerate(model.encoders):
             g = sum(p.grad.abs().sum().item() for p in enc.parameters() if p.grad is not None)

@@ -55,7 +55,7 @@ def test_training_writes_a_loadable_checkpoint(checkpoints):
     codec = Codec.load(checkpoints / "ndpca-e4d1.ckpt", expect_arch="ndpca-e4d1")
     assert codec.header["stft"] == "stream" and codec.header["sample_rate"] == 16000
     assert codec.header["train_config"]["train"]["steps"] == 4
-    assert len(codec.bases) == 4 and codec.latent_sizes == [8, 8, 8, 8]
+    assert len(codec.bases) == 4 and codec.latent_sizes == [16, 16, 16, 16]
     assert torch.all(codec.bases[0].singular_values[:-1] >= codec.bases[0].singular_values[1:])
 
 
@@ -131,3 +131,44 @@ def test_codec_references_find_subfolders_and_name_their_config(tmp_path):
         find_codec(tmp_path, "full_latent/naive-e2d1")
     with pytest.raises(CheckpointError, match=r"ta-naive-e2d1-full\.toml"):
         find_codec(tmp_path, "full_latent/naive-e2d1", "ta-")
+
+
+def test_resumed_training_records_total_steps_and_hours(data_dir, tmp_path):
+    """A run in two sittings records its total steps and training hours in the checkpoint."""
+    train(_cfg(data_dir, steps=2), tmp_path, progress=False)
+    path = train(_cfg(data_dir, steps=4), tmp_path, resume=True, progress=False)
+    prov = Codec.load(path).header["provenance"]
+    assert prov["steps"] == 4 and prov["processes"] == 1
+    assert prov["train_seconds"] > 0 and abs(prov["train_hours"] - prov["train_seconds"] / 3600) < 1e-3
+
+
+def test_linear_baseline_trains_nothing_and_is_the_pca_coder(data_dir, tmp_path):
+    """dpca with train.steps = 0: no residual networks, linear maps at PCA, a loadable codec."""
+    cfg = load_config(DEBUG, {"data": {"dir": str(data_dir)}, "model": {"arch": "dpca-e4d1"},
+                              "train": {"steps": 0}})
+    codec = Codec.load(train(cfg, tmp_path, progress=False), expect_arch="dpca-e4d1")
+    assert codec.model.decoder.residual is None
+    assert all(enc.residual is None for enc in codec.model.encoders)
+    w = codec.model.frame.weight.double()
+    assert torch.allclose(w @ w.T, torch.eye(w.shape[0], dtype=torch.float64), atol=1e-4)  # PCA rows
+
+
+def test_linear_maps_learn_at_their_own_rate():
+    """The PCA-initialised linear maps form their own optimiser group at linear_lr_scale."""
+    from shared.models.architectures import DistributedAutoencoder
+    from training.train import param_groups
+
+    cfg = load_config(DEBUG)
+    model = DistributedAutoencoder(cfg.model)
+    groups = param_groups(model, 0.1)
+    assert [g["lr_scale"] for g in groups] == [0.1, 1.0]
+    assert len(groups[0]["params"]) == 1 + len(model.encoders)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_missing_extra_data_set_names_its_build_command(data_dir, tmp_path):
+    """A training config whose extra data set is not built says how to build it."""
+    cfg = load_config(DEBUG, {"data": {"dir": str(data_dir), "extra_dirs": [
+        {"dir": str(tmp_path / "nowhere"), "build_command": "ndpca data build --out nowhere"}]}})
+    with pytest.raises(ConfigError, match="ndpca data build --out nowhere"):
+        train(cfg, tmp_path / "run", progress=False)
