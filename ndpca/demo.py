@@ -70,9 +70,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="data set seed (default 0, the training data's: the room is the first of "
                    "its held-out test split, unseen rooms and speakers)")
     p.add_argument("--port", type=int, default=0, help="receiver port (0: a free one)")
-    p.add_argument("--enhancer", choices=["auto", "identity", "sgmse"], default="auto",
-                   help="receiver enhancement stage (auto: sgmse when an enhancer checkpoint is in "
-                        "--checkpoint-dir, else identity)")
+    p.add_argument("--enhancer", choices=["auto", "identity", "sgmse"], default="identity",
+                   help="receiver enhancement stage (default identity: the shipped enhancer was trained "
+                        "on the previous codec and lowers STOI on this one; auto: sgmse when an "
+                        "enhancer checkpoint is in --checkpoint-dir)")
     p.add_argument("--enhance-sampler", default="realtime", help="sgmse sampler preset (default realtime)")
 
 

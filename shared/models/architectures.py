@@ -18,7 +18,7 @@ compressed complex spectra of all S microphones (task-agnostic reconstruction).
 Latent layout (``ModelConfig``): one vector of ``d_s`` floats per ``frames`` (G) STFT frames;
 a streaming step carries ``vectors_per_step`` vectors. The paper's layout (one vector per
 256 ms chunk) is ``frames = 32, vectors_per_step = 1``; the default is ``frames = 4`` (32 ms),
-``vectors_per_step = 2`` (64 ms steps).
+``vectors_per_step = 1`` (32 ms steps).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class ModelConfig(BaseModel):
     stft: str = "stream"
     representation: str = "complex"
     frames: int = Field(4, ge=1)
-    vectors_per_step: int = Field(2, ge=1)
+    vectors_per_step: int = Field(1, ge=1)
     latent_total: int = Field(1536, ge=2)
     frame_dim: int = Field(192, ge=2)
     hidden_enc: int = Field(256, ge=0)
