@@ -24,7 +24,7 @@ def test_demo_writes_decoded_audio_stats_and_plot(tmp_path):
     for name in ("decoded.wav", "stats.json", "allocation.png"):
         assert (out / name).is_file() and str(out / name) in text
     if not list((REPO / "checkpoints").glob("ndpca-e4d1-*.ckpt")):
-        assert "no trained checkpoint found; using a random model" in text
+        assert "no trained checkpoint found; using an untrained model" in text
     assert "step    0" in text  # live progress
     assert "live view  http://127.0.0.1:" in text and "/ui#token=" in text  # the page's address
     stats = json.loads((out / "stats.json").read_text())
@@ -39,8 +39,13 @@ def test_demo_writes_decoded_audio_stats_and_plot(tmp_path):
     assert stats["rate"]["eta"] > 0 and stats["trace"]["notes"]
     audio, sr = sf.read(out / "decoded.wav", always_2d=True)
     room, _ = sf.read(out / "room.wav", always_2d=True)
-    enhanced = bool(list((REPO / "checkpoints").glob("enhancer-*.ckpt")))  # sgmse stage: mono speech
-    assert sr == 16000 and room.shape == (48000, 4) and audio.shape == (48000, 1 if enhanced else 4)
-    if enhanced:
-        assert stats["demo"]["enhancer"] == "sgmse"
+    # the default stage is identity: the four decoded microphones
+    assert sr == 16000 and room.shape == (48000, 4) and audio.shape == (48000, 4)
+    assert stats["demo"]["enhancer"] == "identity"
+    # the quality report: room rate and PESQ/STOI against the clean speech and the microphone
+    q = stats["demo"]["quality"]
+    assert q["room_kbps"] > 0 and q["room_kbps"] <= q["budget_kbps"] + 1e-9
+    for key in ("output_vs_clean", "output_vs_mic", "mic_vs_clean"):
+        assert 1.0 <= q[key]["pesq"] <= 4.7 and 0.0 <= q[key]["stoi"] <= 1.0
+    assert "room rate" in text and "vs clean reference: PESQ-WB" in text
     assert (out / "token").stat().st_mode & 0o077 == 0
