@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "edge_client.cli",
     "ndpca.demo",
     "ndpca.bench_enhancer",
+    "ndpca.cells_bench",
 )
 
 

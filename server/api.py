@@ -18,6 +18,7 @@ from shared.errors import UserError
 health = APIRouter(tags=["health"])
 sessions = APIRouter(prefix="/sessions", tags=["sessions"])
 metrics = APIRouter(tags=["metrics"])
+cells = APIRouter(prefix="/cells", tags=["cells"])
 
 
 async def get_manager(request: Request) -> SessionManager:
@@ -114,6 +115,21 @@ async def session_audio(session: SessionDep) -> Response:
     buf = io.BytesIO()
     sf.write(buf, session.audio().T, session.codec.sample_rate, format="WAV", subtype="FLOAT")
     return Response(buf.getvalue(), media_type="audio/wav")
+
+
+@cells.get("")
+async def list_cells(manager: Manager) -> list[dict[str, Any]]:
+    """Every cell: name, split rule, member rooms, capacity now."""
+    return [c.summary() for c in manager.cells.values()]
+
+
+@cells.get("/{name}/stats")
+async def cell_stats(name: str, manager: Manager, since: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    """Per cell step: capacity, budget, each room's allocation and bits received, fit in C_t T."""
+    cell = manager.cells.get(name)
+    if cell is None:
+        raise HTTPException(404, f"no cell {name!r}")
+    return cell.stats(since)
 
 
 @metrics.get("/metrics", response_class=Response)

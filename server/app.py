@@ -68,6 +68,7 @@ def create_app(settings: ReceiverSettings | None = None, codec: Codec | None = N
     app.include_router(api.health)
     app.include_router(api.sessions)
     app.include_router(api.metrics)
+    app.include_router(api.cells)
     app.include_router(ws.router)
     app.include_router(live.router)  # the live view: /ui, /ui/live, /ui/sessions
     return app

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from server.cell import Cell
 from server.decoder import BatchDecoder
 from server.metrics import ReceiverMetrics
 from server.session import Session
@@ -56,6 +57,7 @@ class SessionManager:
         self.record_seconds = record_seconds
         self.record_dir = Path(record_dir) if record_dir else None
         self.sessions: dict[str, Session] = {}
+        self.cells: dict[str, Cell] = {}
 
     def create(self, cfg: SessionConfig) -> Session:
         """Create and start a session. Raises UserError for a duplicate id or a bad trace."""
@@ -64,16 +66,30 @@ class SessionManager:
         bad = [s for s in (cfg.sources or []) if not 0 <= s < self.codec.n_sources]
         if bad:
             raise ConfigError(f"sources {bad} out of range: the codec has {self.codec.n_sources}")
-        try:
-            schedule, info = capacity_schedule(cfg, self.codec.rate.chunk_seconds)
-        except UserError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"trace for session {cfg.id!r}: {exc}") from None
+        cell = self.cells.get(cfg.cell) if cfg.cell else None
+        if cell is not None and cfg.cell_rule is not None and cfg.cell_rule != cell.rule:
+            raise ConfigError(f"cell {cell.name!r} already exists with rule {cell.rule!r}; "
+                              f"create the session with cell_rule {cell.rule!r} or another cell")
+        if cell is not None:
+            schedule, info = cell.schedule, cell.info
+        else:
+            try:
+                schedule, info = capacity_schedule(cfg, self.codec.rate.chunk_seconds)
+            except UserError:
+                raise
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"trace for session {cfg.id!r}: {exc}") from None
         refs = {name: load_reference(path, self.codec.sample_rate)
                 for name, path in (("snr_db", cfg.reference), ("mics_snr_db", cfg.mics_reference)) if path}
+        if cfg.cell and cell is None:
+            cell = Cell(cfg.cell, cfg.cell_rule or "equal", schedule, self.codec.rate,
+                        self.codec.cfg.vectors_per_step, info)
+            self.cells[cfg.cell] = cell
         session = Session(cfg, self.codec, self.decoder, self.metrics, schedule, info, refs,
-                          self.record_seconds, on_finish=self._on_finish)
+                          self.record_seconds, on_finish=self._on_finish, cell=cell)
+        if cell is not None:
+            cell.join(cfg.id, [b.singular_values.detach().cpu().numpy() for b in self.codec.bases],
+                      session._active)
         self.sessions[cfg.id] = session
         session.start()
         self._update_gauge()

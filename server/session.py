@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from server.cell import Cell
 from server.decoder import BatchDecoder, DecodeJob
 from server.metrics import ReceiverMetrics
 from server.report import session_stats, session_summary, snr_db, step_entry
@@ -112,8 +113,10 @@ class Session:
     def __init__(self, cfg: SessionConfig, codec: Codec, decoder: BatchDecoder,
                  metrics: ReceiverMetrics, capacity: Callable[[int], tuple[float, float]],
                  trace_info: dict[str, Any], references: dict[str, np.ndarray] | None = None,
-                 record_seconds: float = 900.0, on_finish: Callable[[Session], None] | None = None) -> None:
+                 record_seconds: float = 900.0, on_finish: Callable[[Session], None] | None = None,
+                 cell: Cell | None = None) -> None:
         self.cfg = cfg
+        self.cell = cell
         self.id = cfg.id
         self.codec = codec
         self.decoder = decoder
@@ -171,6 +174,8 @@ class Session:
         self._task = asyncio.create_task(self._run(), name=f"session-{self.id}")
 
     async def stop(self, code: int = P.CLOSE_GOING_AWAY, reason: str = "receiver shutting down") -> None:
+        if self.cell is not None:
+            self.cell.leave(self.id)
         for link in list(self.links.values()):
             link.close(code, reason)
         if self._task is not None:
@@ -322,9 +327,13 @@ class Session:
         return frozenset(s for s in self.links if not self.sources[s].finished)
 
     def _open(self, step: int, now: float) -> None:
-        t, cap = self.capacity(step)
         active = self._active()
-        plan = plan_for_active(self.codec, cap, active)
+        if self.cell is not None:  # the cell's split of its shared capacity (server/cell.py)
+            plan = self.cell.plan(self.id, step)
+            cap = plan.capacity_bps
+        else:
+            t, cap = self.capacity(step)
+            plan = plan_for_active(self.codec, cap, active)
         self.plans[step] = OpenPlan(plan, active, now)
         self.opened = step
         self.metrics.capacity.labels(self.id).set(cap)
@@ -451,6 +460,8 @@ class Session:
         self.steps.append(entry)
         for old in [k for k in self.step_stats if k < n - PLAN_HISTORY]:
             del self.step_stats[old]
+        if self.cell is not None:
+            self.cell.received(self.id, n, sum(it.bits for it in items.values()))
         captures = [it.capture_time for it in items.values()]
         self.decoder.submit(DecodeJob(
             key=self.id, step=n, coeffs=coeffs, valid_frames=valid,
@@ -516,6 +527,8 @@ class Session:
 
     def _finish_now(self) -> None:
         self.state = "finished"
+        if self.cell is not None:
+            self.cell.leave(self.id)
         if self.output:
             audio = self.audio()
             for name, ref in self.references.items():

@@ -35,6 +35,10 @@ class SessionConfig(BaseModel):
         start_timeout_s: after the first edge joins, start without the missing ones.
         idle_timeout_s: end the session when no edge has been connected this long.
         lockstep_timeout_s: in lockstep, close a step without a silent source after this.
+        cell: sessions with the same cell name share one trace replay (the first creator's
+            channel) whose capacity is split among them every step (see :mod:`server.cell`).
+        cell_rule: the cell's split rule, ``equal`` or ``pooled``; the first creator sets it
+            (default ``equal``), a different rule later is refused.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -53,6 +57,8 @@ class SessionConfig(BaseModel):
     start_timeout_s: float = Field(5.0, ge=0)
     idle_timeout_s: float = Field(10.0, gt=0)
     lockstep_timeout_s: float = Field(2.0, gt=0)
+    cell: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    cell_rule: Literal["equal", "pooled"] | None = None
 
     def public(self) -> dict[str, Any]:
         """The configuration without the token."""

@@ -1,0 +1,211 @@
+"""A cell: rooms (sessions) sharing one uplink, its trace replay, and the per-step split rule.
+
+Pure logic, no I/O. Each cell step ``j`` has one capacity ``C_j`` from the cell's schedule and
+is split once, with the members present when the step is first asked for:
+
+* ``equal``: each of the R rooms with active sources gets ``floor(C_j T / R)`` bits and its
+  own Eq. 3 budget for ``C_j / R``, allocated by NDPCA over its active sources;
+* ``pooled``: the cell's Eq. 3 budget for ``C_j`` (capped at every active component of every
+  room) is given to the top ``L_j / n_v`` (singular value, room, source) pairs of all rooms
+  (reverse water-filling across independent components); each room gets its count and bits
+  ``floor(C_j T k_room / k_cell)``.
+
+A room joins at the cell's next step not yet split and leaves from the next step not yet
+split, so a split never changes once made and the bits given out at a step never exceed
+``floor(C_j T)``. Rooms keep their own step numbers; a room's step ``t`` is cell step
+``t + offset`` (the offset is fixed when the room's first step asks).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shared.codec import Plan
+from shared.rate import RateConfig, allocate_ndpca, budget_bits, budget_coefficients, split_bits
+
+RULES = ("equal", "pooled")
+#: cell steps whose splits and statistics are kept
+HISTORY = 4096
+
+
+@dataclass
+class Room:
+    """A member: per source its singular values (descending), and its active sources now."""
+
+    singular_values: Sequence[np.ndarray]
+    active: Callable[[], frozenset[int]]
+    offset: int | None = None
+    left_at: int | None = None
+
+
+def empty_plan(n_sources: int) -> Plan:
+    return Plan(0.0, 0, 0, [0] * n_sources, [0] * n_sources)
+
+
+def split_equal(capacity_bps: float, rate: RateConfig, n_v: int,
+                rooms: dict[str, tuple[Sequence[np.ndarray], frozenset[int]]]) -> dict[str, Plan]:
+    """Equal shares: ``floor(C T / R)`` bits and an Eq. 3 budget for ``C / R`` per room."""
+    live = {r: v for r, v in rooms.items() if v[1]}
+    out = {r: empty_plan(len(sv)) for r, (sv, _) in rooms.items()}
+    if not live:
+        return out
+    share_cap = capacity_bps / len(live)
+    share_bits = budget_bits(capacity_bps, rate) // len(live)
+    for r, (sv, act) in live.items():
+        sizes = [len(s) for s in sv]
+        total = budget_coefficients(share_cap, rate, n_v * sum(sizes[s] for s in act))
+        alloc = [0] * len(sv)
+        picked = allocate_ndpca([sv[s] for s in sorted(act)], total // n_v)
+        for s, k in zip(sorted(act), picked):
+            alloc[s] = int(k)
+        out[r] = Plan(share_cap, total, share_bits, alloc, split_bits(share_bits, alloc))
+    return out
+
+
+def split_pooled(capacity_bps: float, rate: RateConfig, n_v: int,
+                 rooms: dict[str, tuple[Sequence[np.ndarray], frozenset[int]]]) -> dict[str, Plan]:
+    """Pooled NDPCA: the cell's budget to the top singular values of every room's sources."""
+    out = {r: empty_plan(len(sv)) for r, (sv, _) in rooms.items()}
+    keys = [(r, s) for r, (sv, act) in rooms.items() for s in sorted(act)]
+    if not keys:
+        return out
+    values = [rooms[r][0][s] for r, s in keys]
+    total = budget_coefficients(capacity_bps, rate, n_v * sum(len(v) for v in values))
+    bits = budget_bits(capacity_bps, rate)
+    picked = allocate_ndpca(values, total // n_v)
+    per_room = {r: 0 for r in rooms}
+    for (r, s), k in zip(keys, picked):
+        out[r].allocation[s] = int(k)
+        per_room[r] += int(k)
+    names = list(rooms)
+    room_bits = split_bits(bits, [per_room[r] for r in names])
+    for r, b in zip(names, room_bits):
+        p = out[r]
+        p.budget_bits = b
+        p.budget_coefficients = n_v * per_room[r]
+        p.capacity_bps = capacity_bps * b / bits if bits else 0.0
+        p.bits_per_source = split_bits(b, p.allocation)
+    return out
+
+
+SPLITS = {"equal": split_equal, "pooled": split_pooled}
+
+
+class Cell:
+    """Rooms sharing one capacity schedule ``step -> (t, C)``."""
+
+    def __init__(self, name: str, rule: str, schedule: Callable[[int], tuple[float, float]],
+                 rate: RateConfig, n_v: int, info: dict[str, Any] | None = None) -> None:
+        if rule not in RULES:
+            raise ValueError(f"cell rule {rule!r} unknown: use one of {', '.join(RULES)}")
+        self.name = name
+        self.rule = rule
+        self.schedule = schedule
+        self.rate = rate
+        self.n_v = n_v
+        self.info = info or {}
+        self.rooms: dict[str, Room] = {}
+        self.splits: dict[int, dict[str, Plan]] = {}
+        self.records: dict[int, dict[str, Any]] = {}
+        self.next_step = 0  # the first cell step not split yet
+
+    # ------------------------------------------------------------------ members
+    def join(self, room: str, singular_values: Sequence[np.ndarray],
+             active: Callable[[], frozenset[int]]) -> None:
+        """Add a room; it takes part from the first step it asks for that is not split yet."""
+        if room in self.rooms and self.rooms[room].left_at is None:
+            raise ValueError(f"room {room!r} is already in cell {self.name!r}")
+        self.rooms[room] = Room([np.asarray(s, dtype=np.float64) for s in singular_values], active)
+
+    def leave(self, room: str) -> None:
+        """The room takes no part from the next step not split yet."""
+        r = self.rooms.get(room)
+        if r is not None and r.left_at is None:
+            r.left_at = self.next_step
+
+    def members(self) -> list[str]:
+        return [name for name, r in self.rooms.items() if r.left_at is None]
+
+    def cell_step(self, room: str, step: int) -> int:
+        r = self.rooms[room]
+        if r.offset is None:
+            r.offset = max(self.next_step, 0) - step
+        return step + r.offset
+
+    # ------------------------------------------------------------------ per step
+    def _split(self, j: int) -> dict[str, Plan]:
+        t, cap = self.schedule(j)
+        present = {name: (r.singular_values, frozenset(r.active()))
+                   for name, r in self.rooms.items()
+                   if r.left_at is None and r.offset is not None}
+        plans = SPLITS[self.rule](cap, self.rate, self.n_v, present)
+        self.splits[j] = plans
+        self.records[j] = {
+            "step": j, "t": t, "capacity_bps": cap,
+            "budget_bits": budget_bits(cap, self.rate),
+            "budget_coefficients": sum(p.budget_coefficients for p in plans.values()),
+            "rooms": {name: {"allocation": list(p.allocation), "bits_allocated": p.budget_bits,
+                             "bits_received": 0} for name, p in plans.items()},
+        }
+        self.next_step = max(self.next_step, j + 1)
+        for old in [k for k in self.splits if k < j - HISTORY]:
+            del self.splits[old]
+            self.records.pop(old, None)
+        return plans
+
+    def plan(self, room: str, step: int) -> Plan:
+        """The room's plan for its step ``step`` (splitting the cell step on first ask)."""
+        j = self.cell_step(room, step)
+        plans = self.splits.get(j)
+        if plans is None:
+            if j < self.next_step:  # forgotten: give nothing rather than risk overflowing
+                return empty_plan(len(self.rooms[room].singular_values))
+            for k in range(self.next_step, j):  # steps nobody asked for: split for the record
+                self._split(k)
+            plans = self._split(j)
+        plan = plans.get(room)
+        if plan is None:
+            return empty_plan(len(self.rooms[room].singular_values))
+        return Plan(plan.capacity_bps, plan.budget_coefficients, plan.budget_bits,
+                    list(plan.allocation), list(plan.bits_per_source))
+
+    def received(self, room: str, step: int, bits: int) -> None:
+        """Record the bits the room received at its step ``step``."""
+        r = self.rooms.get(room)
+        if r is None or r.offset is None:
+            return
+        rec = self.records.get(step + r.offset)
+        if rec is not None and room in rec["rooms"]:
+            rec["rooms"][room]["bits_received"] += int(bits)
+
+    # ------------------------------------------------------------------ reporting
+    def capacity_now(self) -> float:
+        j = max(self.next_step - 1, 0)
+        return float(self.schedule(j)[1])
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "rule": self.rule, "members": self.members(),
+                "capacity_bps": self.capacity_now(), "steps": self.next_step,
+                "channel": self.info.get("notes", "")}
+
+    def stats(self, since: int = 0) -> dict[str, Any]:
+        steps = []
+        for j in sorted(k for k in self.records if k >= since):
+            rec = dict(self.records[j])
+            received = sum(v["bits_received"] for v in rec["rooms"].values())
+            allocated = sum(v["bits_allocated"] for v in rec["rooms"].values())
+            rec["bits_received"] = received
+            rec["bits_allocated"] = allocated
+            rec["fits"] = received <= rec["budget_bits"] and allocated <= rec["budget_bits"]
+            steps.append(rec)
+        return {**self.summary(), "all_fit": all(s["fits"] for s in steps), "steps": steps}
+
+
+def check_fit(capacity_bps: float, rate: RateConfig, plans: dict[str, Plan]) -> bool:
+    """Bits given out at a step fit ``floor(C T)``."""
+    return sum(p.budget_bits for p in plans.values()) <= math.floor(capacity_bps * rate.chunk_seconds)
