@@ -47,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the receiver and its live view up after the run, until Ctrl-C")
     p.add_argument("--screenshot", type=Path,
                    help="save a PNG of the live view (headless Chromium) at three quarters of the run")
+    p.add_argument("--rooms", type=int, default=1,
+                   help="rooms sharing one cell of the trace (default 1; N > 1: ndpca.demo_cell)")
+    p.add_argument("--cell-rule", choices=["equal", "pooled"], default="pooled",
+                   help="with --rooms N > 1: how each step's capacity is split among the rooms")
     p.set_defaults(func=run_demo)
 
     b = sub.add_parser("bench", help="real-time factors, latency, bits vs budget, sessions held")
@@ -98,8 +102,9 @@ class Prepared:
     sample_rate: int
 
 
-def prepare(args: argparse.Namespace) -> Prepared:
-    """Model, room audio, token and trace in ``args.out`` (reused when already there)."""
+def prepare(args: argparse.Namespace, room_dir: Path | None = None) -> Prepared:
+    """Model, token and trace in ``args.out``, the room's audio in ``room_dir`` (default
+    ``args.out``; reused when already there)."""
     from channel_traces import default_trace_path
     from shared.codec import Codec
     from shared.streaming import find_checkpoint
@@ -108,7 +113,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
     out.mkdir(parents=True, exist_ok=True)
     ckpt = Path(args.checkpoint) if args.checkpoint else find_checkpoint(args.arch, args.checkpoint_dir)
     random_model = ckpt is None
-    mics, clean = build_room(args.seconds, args.seed, out / "data")
+    room_dir = room_dir or out
+    mics, clean = build_room(args.seconds, args.seed, room_dir / "data")
     if ckpt is None:
         log.warning("no trained checkpoint found; using an untrained model (train one with "
                     "`ndpca train --config %s`; it is the linear coder fitted to this room only)", args.arch)
@@ -118,11 +124,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
         shutil.copyfile(ckpt, model)
     log.info("codec %s -> %s", ckpt, model)
     codec = Codec.load(model)
-    if codec.cfg.num_mics != mics.shape[0]:
-        raise UserError(f"{ckpt} expects {codec.cfg.num_mics} microphones; the room has {mics.shape[0]}")
-    room, clean_path = out / "room.wav", out / "clean.wav"
-    sf.write(room, mics.T, codec.sample_rate, subtype="FLOAT")
-    sf.write(clean_path, clean, codec.sample_rate, subtype="FLOAT")
+    room, clean_path = save_room(mics, clean, room_dir, codec)
     token_file = out / "token"
     if not token_file.is_file():
         token_file.write_text(secrets.token_urlsafe(24) + "\n")
@@ -130,6 +132,17 @@ def prepare(args: argparse.Namespace) -> Prepared:
     trace = Path(args.trace) if args.trace else default_trace_path()
     return Prepared(model, random_model, room, clean_path, token_file, trace,
                     codec.n_sources, codec.sample_rate)
+
+
+def save_room(mics: np.ndarray, clean: np.ndarray, room_dir: Path, codec) -> tuple[Path, Path]:
+    """Write ``room.wav`` (the microphones) and ``clean.wav`` in ``room_dir``."""
+    if codec.cfg.num_mics != mics.shape[0]:
+        raise UserError(f"the codec expects {codec.cfg.num_mics} microphones; the room has {mics.shape[0]}")
+    room_dir.mkdir(parents=True, exist_ok=True)
+    room, clean_path = room_dir / "room.wav", room_dir / "clean.wav"
+    sf.write(room, mics.T, codec.sample_rate, subtype="FLOAT")
+    sf.write(clean_path, clean, codec.sample_rate, subtype="FLOAT")
+    return room, clean_path
 
 
 def build_room(seconds: float, seed: int, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -215,8 +228,8 @@ def wait_ready(base: str, proc: subprocess.Popen, log_path: Path, timeout: float
 
 
 def start_edge(url: str, source: int, prep: Prepared, log_path: Path, fast: bool,
-               stats_out: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "edge_client", "edge", "--url", url, "--session", SESSION,
+               stats_out: Path, session: str = SESSION) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "edge_client", "edge", "--url", url, "--session", session,
            "--source", str(source), "--input", str(prep.room), "--checkpoint", str(prep.checkpoint),
            "--token-file", str(prep.token_file), "--stats-out", str(stats_out)]
     if fast:
@@ -264,6 +277,10 @@ def enhancer_args(args: argparse.Namespace) -> list[str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if getattr(args, "rooms", 1) != 1:
+        from ndpca.demo_cell import run_demo_cell
+
+        return run_demo_cell(args)
     t_start = time.time()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     out: Path = args.out

@@ -203,7 +203,9 @@ class Cell:
             rec["bits_allocated"] = allocated
             rec["fits"] = received <= rec["budget_bits"] and allocated <= rec["budget_bits"]
             steps.append(rec)
-        return {**self.summary(), "all_fit": all(s["fits"] for s in steps), "steps": steps}
+        offsets = {name: r.offset for name, r in self.rooms.items()}  # room step t = cell step t + offset
+        return {**self.summary(), "all_fit": all(s["fits"] for s in steps), "offsets": offsets,
+                "steps": steps}
 
 
 def check_fit(capacity_bps: float, rate: RateConfig, plans: dict[str, Plan]) -> bool:
