@@ -56,7 +56,7 @@ class IdentityEnhancer:
 class ScoreBasedEnhancer:
     """The receiver's SGMSE stage: decoded reference microphone -> enhanced speech.
 
-    Each step's chunk is enhanced on its own (``frames`` frames, about 256 ms); sampling noise
+    Each step is enhanced on its own (``frames_per_step`` frames, 32 ms by default); sampling noise
     is seeded per call, so the output is deterministic for a given input.
     """
 

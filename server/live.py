@@ -54,7 +54,7 @@ router = APIRouter(tags=["live view"])
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = {"live.js": "text/javascript", "live.css": "text/css"}
-#: most steps a page receives when it starts watching a session (about 17 min at T = 256 ms)
+#: most steps a page receives when it starts watching a session (about 2 min at T = 32 ms)
 HISTORY = 4096
 #: the session list is re-sent at most this often (and only when it changed)
 LIST_INTERVAL_S = 1.0
