@@ -21,7 +21,7 @@ from channel_traces._parse import (
     warn_skipped,
 )
 from channel_traces._timeline import repair_times, unwrap_counter
-from channel_traces.mimo import RX_COMBINING, combined_capacity, unit_mean_gain
+from channel_traces.mimo import check_csi_log, combined_capacity, unit_mean_gain
 from channel_traces.trace import Trace
 from shared.rate import capacity_from_csi, db_to_linear
 
@@ -70,11 +70,7 @@ def read_intel5300(
         rx_combine: ``"mean"`` or ``"mrc"``.
         share: fraction of the link given to this room.
     """
-    share = check_share(share)
-    if rx_combine not in RX_COMBINING:
-        raise trace_error(path, "option 'rx_combine'", f"{rx_combine!r}", "use 'mean' or 'mrc'")
-    if not path.is_file():
-        raise trace_error(path, "file", "no such file", "check the path")
+    share = check_csi_log(path, share, rx_combine)
     import csiread  # imported here: a compiled extension needed only by this reader
 
     log = csiread.Intel(str(path), nrxnum=3, ntxnum=3, if_report=False)

@@ -13,12 +13,25 @@ scaled so that ``|g|^2`` is the SNR of subcarrier ``k`` on the link from transmi
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
+from channel_traces._parse import check_share, trace_error
 from shared.rate import capacity_from_csi
 
 RX_COMBINING = ("mean", "mrc")
+
+
+def check_csi_log(path: Path, share: float, rx_combine: str) -> float:
+    """The checks every per-subcarrier CSI log reader starts with: ``share`` in (0, 1], a
+    known receive-chain combining, an existing file. Returns the share as a float."""
+    share = check_share(share)
+    if rx_combine not in RX_COMBINING:
+        raise trace_error(path, "option 'rx_combine'", f"{rx_combine!r}", "use 'mean' or 'mrc'")
+    if not path.is_file():
+        raise trace_error(path, "file", "no such file", "check the path")
+    return share
 #: Thermal noise density at 290 K, dBm/Hz.
 THERMAL_DBM_PER_HZ = -174.0
 #: Receiver noise figure assumed when a log reports no noise floor (a typical Wi-Fi NIC), dB.

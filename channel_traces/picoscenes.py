@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from channel_traces._parse import SkippedRows, check_share, trace_error
+from channel_traces._parse import SkippedRows, trace_error
 from channel_traces._timeline import repair_times, unwrap_counter
-from channel_traces.mimo import RX_COMBINING, combined_capacity, thermal_noise_dbm
+from channel_traces.mimo import check_csi_log, combined_capacity, thermal_noise_dbm
 from channel_traces.trace import Trace
 from shared.errors import TraceError
 
@@ -184,11 +184,7 @@ def read_picoscenes(
         rx_combine: receive chains: ``"mean"`` or ``"mrc"``.
         share: fraction of the link given to this room.
     """
-    share = check_share(share)
-    if rx_combine not in RX_COMBINING:
-        raise trace_error(path, "option 'rx_combine'", f"{rx_combine!r}", "use 'mean' or 'mrc'")
-    if not path.is_file():
-        raise trace_error(path, "file", "no such file", "check the path")
+    share = check_csi_log(path, share, rx_combine)
     frames, without, skipped, total = _scan(path)
     skip_note = skipped.finish(max(total, 1))
     if not frames:

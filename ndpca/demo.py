@@ -259,6 +259,15 @@ def progress_line(st: dict[str, Any], period: float) -> str:
             f"L {st['budget_coefficients']:3d}  k [{ks}]  {kbps:5.2f} kbit/s  e2e {e2e}{miss}")
 
 
+def endpoints(args: argparse.Namespace, out: Path) -> tuple[int, str, str, Path]:
+    """The receiver's port (``--port`` or a free one), its HTTP and websocket addresses on
+    loopback, and the demo's log folder (created)."""
+    port = args.port or free_port()
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    return port, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", logs
+
+
 def enhancer_args(args: argparse.Namespace) -> list[str]:
     """Receiver options for the enhancement stage the demo asked for."""
     from shared.streaming import find_checkpoint
@@ -290,10 +299,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"trace      {prep.trace}")
     if args.prepare_only:
         return 0
-    port = args.port or free_port()
-    base, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws"
-    logs = out / "logs"
-    logs.mkdir(exist_ok=True)
+    port, base, url, logs = endpoints(args, out)
     rx_log = logs / "receiver.log"
     enh = enhancer_args(args)
     rx = start_receiver(port, prep.checkpoint, rx_log, [

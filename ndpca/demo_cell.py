@@ -22,8 +22,8 @@ import httpx
 from ndpca.demo import (
     Prepared,
     build_room,
+    endpoints,
     enhancer_args,
-    free_port,
     plot_allocation,
     prepare,
     print_quality,
@@ -137,10 +137,7 @@ def run_demo_cell(args: argparse.Namespace) -> int:
     print(f"trace      {first.trace}  (one cell {CELL!r}, rule {args.cell_rule})")
     if args.prepare_only:
         return 0
-    port = args.port or free_port()
-    base, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws"
-    logs = out / "logs"
-    logs.mkdir(exist_ok=True)
+    port, base, url, logs = endpoints(args, out)
     rx_log = logs / "receiver.log"
     enh = enhancer_args(args)
     rx = start_receiver(port, first.checkpoint, rx_log, [
