@@ -69,7 +69,7 @@ def split_equal(capacity_bps: float, rate: RateConfig, n_v: int,
 
 def split_pooled(capacity_bps: float, rate: RateConfig, n_v: int,
                  rooms: dict[str, tuple[Sequence[np.ndarray], frozenset[int]]]) -> dict[str, Plan]:
-    """Pooled NDPCA: the cell's budget to the top singular values of every room's sources."""
+    """Pooled NDPCA: the cell's budget to the top (task-weighted) singular values of every room's sources."""
     out = {r: empty_plan(len(sv)) for r, (sv, _) in rooms.items()}
     keys = [(r, s) for r, (sv, act) in rooms.items() for s in sorted(act)]
     if not keys:

@@ -17,6 +17,7 @@ from server.session import Session
 from server.settings import SessionConfig
 from shared.codec import Codec
 from shared.errors import ConfigError, UserError
+from shared.ndpca import weighted_singular_values
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class SessionManager:
         session = Session(cfg, self.codec, self.decoder, self.metrics, schedule, info, refs,
                           self.record_seconds, on_finish=self._on_finish, cell=cell)
         if cell is not None:
-            cell.join(cfg.id, [b.singular_values.detach().cpu().numpy() for b in self.codec.bases],
+            cell.join(cfg.id, weighted_singular_values(self.codec.bases, self.codec.source_weights),
                       session._active)
         self.sessions[cfg.id] = session
         session.start()

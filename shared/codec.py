@@ -95,6 +95,11 @@ class Codec:
 
     # ------------------------------------------------------------------ properties
     @property
+    def source_weights(self) -> list[float]:
+        """Each source's task weight in the NDPCA allocation (from the model config)."""
+        return self.cfg.weights
+
+    @property
     def preset(self):
         return get_preset(self.cfg.stft)
 
@@ -250,7 +255,7 @@ class Codec:
         n_v = self.cfg.vectors_per_step
         total = budget_coefficients(capacity_bps, self.rate, n_v * sum(self.latent_sizes))
         bits = budget_bits(capacity_bps, self.rate)
-        alloc = allocate(self.bases, total // n_v, rule or self.allocation_rule)
+        alloc = allocate(self.bases, total // n_v, rule or self.allocation_rule, self.source_weights)
         return Plan(float(capacity_bps), total, bits, alloc, split_bits(bits, alloc))
 
     def plan_for_components(self, per_vector: int, rule: str | None = None) -> Plan:

@@ -88,30 +88,67 @@ def fit_basis(latents: torch.Tensor, projection: str = "pca", eps: float = 1e-6)
     return SourceBasis(mean.float(), basis.float(), sv.float(), std.float())
 
 
-def allocate(bases: Sequence[SourceBasis], total: int, rule: str = "ndpca") -> list[int]:
+ALLOCATION_RULES = ("ndpca", "ndpca-equal", "uniform")
+
+
+def weighted_singular_values(
+    bases: Sequence[SourceBasis], weights: Sequence[float] | None = None
+) -> list[np.ndarray]:
+    """Each source's singular values times its task weight (the values NDPCA pools)."""
+    weights = list(weights) if weights is not None else [1.0] * len(bases)
+    if len(weights) != len(bases):
+        raise ValueError(f"{len(weights)} source weights for {len(bases)} sources")
+    return [b.singular_values.cpu().numpy().astype(np.float64) * float(w)
+            for b, w in zip(bases, weights)]
+
+
+def allocate(bases: Sequence[SourceBasis], total: int, rule: str = "ndpca",
+             weights: Sequence[float] | None = None) -> list[int]:
     """Components per source for a budget of ``total`` coefficients.
 
-    ``ndpca`` pools singular values across sources and takes the top ``total``;
-    ``uniform`` gives each source ``floor(total / S)``, its first components.
+    ``ndpca`` pools the sources' singular values, each source's multiplied by its task
+    weight (``weights``, all 1 when None), and takes the top ``total``; ``ndpca-equal`` pools
+    them unweighted (the allocation of Li et al. taken literally, whatever the codec's
+    weights); ``uniform`` gives each source ``floor(total / S)``, its first components.
     """
     if rule == "ndpca":
-        return allocate_ndpca([b.singular_values.cpu().numpy() for b in bases], total)
+        return allocate_ndpca(weighted_singular_values(bases, weights), total)
+    if rule == "ndpca-equal":
+        return allocate_ndpca(weighted_singular_values(bases), total)
     if rule == "uniform":
         return allocate_uniform([b.dim for b in bases], total)
-    raise ValueError(f"unknown allocation rule {rule!r}; choose 'ndpca' or 'uniform'")
+    raise ValueError(f"unknown allocation rule {rule!r}; choose one of {', '.join(ALLOCATION_RULES)}")
 
 
 # --------------------------------------------------------------------------- training
 
 
-def batch_pca_bottleneck(latents: Sequence[torch.Tensor], total: int) -> list[torch.Tensor]:
+def quantisation_noise(coeffs: torch.Tensor, std: torch.Tensor, step: float) -> torch.Tensor:
+    """``coeffs`` plus the error of the codec's quantiser, as additive uniform noise.
+
+    On the wire a coefficient is divided by its standard deviation ``std`` and rounded to a
+    multiple of ``step`` (Delta = sqrt(12 D)); the rounding error is close to uniform on
+    ``[-Delta/2, Delta/2]`` times ``std``. Training with that noise (and a differentiable
+    path) lets the decoder learn to live with quantised coefficients. ``step <= 0``: none.
+    """
+    if step <= 0:
+        return coeffs
+    noise = (torch.rand_like(coeffs) - 0.5) * step
+    return coeffs + noise * std.to(coeffs.dtype)
+
+
+def batch_pca_bottleneck(latents: Sequence[torch.Tensor], total: int,
+                         weights: Sequence[float] | None = None,
+                         quant_step: float = 0.0) -> list[torch.Tensor]:
     """NDPCA's training bottleneck: per-batch, per-source PCA and a pooled top-``total`` pick.
 
     Each source's batch latents ``[B, d_s]`` are centred on the batch mean; an SVD per source
     (of detached latents, so the bases are constants of the step) gives directions and
-    singular values; the top ``total`` singular values across sources decide ``k_s``; each
-    latent is replaced by its projection on its first ``k_s`` directions. Gradients flow to
-    the encoders through the projection.
+    singular values; the top ``total`` singular values across sources, each source's
+    multiplied by its task weight, decide ``k_s`` (as the receiver allocates); each latent
+    is replaced by its projection on its first ``k_s`` directions, with the quantiser's
+    error added to the kept coefficients when ``quant_step > 0``. Gradients flow to the
+    encoders through the projection.
     """
     svs, vs, means = [], [], []
     for z in latents:
@@ -123,26 +160,36 @@ def batch_pca_bottleneck(latents: Sequence[torch.Tensor], total: int) -> list[to
         svs.append(evals.flip(0).clamp_min(0).sqrt().cpu().numpy())
         vs.append(evecs.flip(1).to(z.dtype))
         means.append(mu)
-    ks = allocate_ndpca(svs, total)
+    weights = list(weights) if weights is not None else [1.0] * len(latents)
+    ks = allocate_ndpca([sv * w for sv, w in zip(svs, weights)], total)
     out = []
-    for z, mu, v, k in zip(latents, means, vs, ks):
+    for z, mu, v, k, sv in zip(latents, means, vs, ks, svs):
         vk = v[:, :k]
-        out.append(mu + ((z - mu) @ vk) @ vk.T)
+        c = (z - mu) @ vk
+        if quant_step > 0 and k:
+            std = torch.from_numpy(sv[:k] / max(1.0, (z.shape[0] - 1) ** 0.5)).to(z.device)
+            c = quantisation_noise(c, std, quant_step)
+        out.append(mu + c @ vk.T)
     return out
 
 
-def batch_truncation_bottleneck(latents: Sequence[torch.Tensor], total: int) -> list[torch.Tensor]:
+def batch_truncation_bottleneck(latents: Sequence[torch.Tensor], total: int,
+                                quant_step: float = 0.0) -> list[torch.Tensor]:
     """The naive baselines' bottleneck: each source keeps its first ``floor(total / S)`` dims.
 
     Dropped dimensions are replaced by their (detached) batch mean, as the receiver replaces
-    them by the training-set mean.
+    them by the training-set mean; kept ones get the quantiser's error when
+    ``quant_step > 0`` (relative to each dimension's batch standard deviation).
     """
     ks = allocate_uniform([z.shape[1] for z in latents], total)
     out = []
     for z, k in zip(latents, ks):
         mask = torch.zeros(z.shape[1], dtype=z.dtype, device=z.device)
         mask[:k] = 1
-        out.append(z * mask + z.mean(0, keepdim=True).detach() * (1 - mask))
+        kept = z
+        if quant_step > 0:
+            kept = quantisation_noise(z, z.detach().std(0).clamp_min(1e-6), quant_step)
+        out.append(kept * mask + z.mean(0, keepdim=True).detach() * (1 - mask))
     return out
 
 

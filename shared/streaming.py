@@ -340,7 +340,8 @@ def plan_for_active(codec: Codec, capacity_bps: float, active: Iterable[int]) ->
     bits = budget_bits(capacity_bps, codec.rate)
     alloc = [0] * codec.n_sources
     if act:
-        picked = allocate([codec.bases[s] for s in act], total // n_v, codec.allocation_rule)
+        picked = allocate([codec.bases[s] for s in act], total // n_v, codec.allocation_rule,
+                          [codec.source_weights[s] for s in act])
         for s, k in zip(act, picked):
             alloc[s] = int(k)
     return Plan(float(capacity_bps), total, bits, alloc, split_bits(bits, alloc))

@@ -24,7 +24,7 @@ def tiny_model_config(arch: str = "ndpca-e4d1", stft: str = "stream", **kw):
     return ModelConfig(**base)
 
 
-def tiny_codec(arch: str = "ndpca-e4d1", seed: int = 0, n_fit: int = 64):
+def tiny_codec(arch: str = "ndpca-e4d1", seed: int = 0, n_fit: int = 64, **cfg_kw):
     """A random tiny codec: linear transforms and bases fitted on random audio, residual
     networks at random (non-zero) weights so that the nonlinear path is exercised."""
     from shared.codec import Codec
@@ -32,7 +32,7 @@ def tiny_codec(arch: str = "ndpca-e4d1", seed: int = 0, n_fit: int = 64):
     from training.train import SpectralBank, fit_bases
 
     torch.manual_seed(seed)
-    cfg = tiny_model_config(arch)
+    cfg = tiny_model_config(arch, **cfg_kw)
     model = DistributedAutoencoder(cfg).eval()
     audio = [torch.randn(cfg.num_mics, 8000) * 0.1 for _ in range(4)]
     bank = SpectralBank.from_examples(audio, cfg, seq_vectors=2)

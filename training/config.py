@@ -54,6 +54,9 @@ class TrainSection(BaseModel):
     grad_clip: float = 1.0
     bottleneck: str = "auto"  # auto (from the architecture) | pca | truncate | none
     full_latent_prob: float = Field(0.0, ge=0, le=1)
+    # add the quantiser's error (uniform, step sqrt(12 D) times each coefficient's batch
+    # standard deviation) to the coefficients that pass the bottleneck, as the wire will
+    quant_noise: bool = False
     linear_lr_scale: float = Field(1.0, ge=0)  # learning rate of the PCA-initialised linear maps, relative
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)

@@ -78,10 +78,14 @@ OPUS_KBPS = (6, 8, 12, 16, 24, 32, 48, 64, 96)  # Opus's room-rate targets (kbit
 # (ordered latents, a strong baseline) and "naive-full-*" trained on the full latent with
 # nothing of NDPCA (the paper's "same encoders without NDPCA" taken literally). "dpca-*": no
 # network, per-source PCA of the stacked compressed complex STFT with NDPCA's allocation.
+# "ndpca-*" allocate with the codec's task weights (reference microphone first);
+# "ndpca-equal-*" pool the singular values unweighted, the allocation of Li et al.
 METHODS: dict[str, tuple[str, str]] = {
     "jae": ("jae", "ndpca"),
     "ndpca-e2d1": ("ndpca-e2d1", "ndpca"),
     "ndpca-e4d1": ("ndpca-e4d1", "ndpca"),
+    "ndpca-equal-e2d1": ("ndpca-e2d1", "ndpca-equal"),
+    "ndpca-equal-e4d1": ("ndpca-e4d1", "ndpca-equal"),
     "uniform-e2d1": ("ndpca-e2d1", "uniform"),
     "uniform-e4d1": ("ndpca-e4d1", "uniform"),
     "naive-e2d1": ("naive-e2d1", "uniform"),

@@ -29,7 +29,8 @@ ANCHORS = [("Opus", 5.3, 1.88, 0.88), ("Opus", 7.1, 2.41, 0.93), ("Opus", 11.5, 
            ("PCA over 4-frame stacks", 52.8, 4.01, 0.97)]
 ANCHOR_METHODS = ("jae", "ndpca-e2d1", "ndpca-e4d1", "dpca-e4d1", "naive-e4d1", "opus-ref", "opus-all")
 # line style of each method in the figures
-STYLES = {"jae": "k-o", "ndpca-e2d1": "C0-s", "ndpca-e4d1": "C1-^", "uniform-e2d1": "C0:s",
+STYLES = {"jae": "k-o", "ndpca-e2d1": "C0-s", "ndpca-e4d1": "C1-^", "ndpca-equal-e2d1": "C4-s",
+          "ndpca-equal-e4d1": "C4-^", "uniform-e2d1": "C0:s",
           "uniform-e4d1": "C1:^", "naive-e2d1": "C0--x", "naive-e4d1": "C1--x",
           "naive-full-e2d1": "C0-.+", "naive-full-e4d1": "C1-.+", "dpca-e2d1": "C2--v",
           "dpca-e4d1": "C2-v", "opus-ref": "C3-d", "opus-all": "C3--d"}

@@ -42,10 +42,12 @@ class BottleneckedAutoencoder(nn.Module):
     One module so that DistributedDataParallel sees the whole forward pass.
     """
 
-    def __init__(self, model: DistributedAutoencoder, bottleneck: str) -> None:
+    def __init__(self, model: DistributedAutoencoder, bottleneck: str, quant_step: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.bottleneck = bottleneck
+        self.quant_step = quant_step  # > 0: the quantiser's error is added to kept coefficients
+        self.weights = model.cfg.weights  # the sources' task weights in the allocation
 
     def forward(self, x: torch.Tensor, k: int) -> dict[str, Any]:
         """Spectra ``[B, M, 2, F, T]`` and a bottleneck of ``k`` components per vector ->
@@ -54,12 +56,12 @@ class BottleneckedAutoencoder(nn.Module):
         b, n = seq[0].shape[:2]
         latents = [z.reshape(b * n, -1) for z in seq]
         total = sum(z.shape[1] for z in latents)
-        if self.bottleneck == "none" or k >= total:
-            kept = latents
-        elif self.bottleneck == "pca":
-            kept = batch_pca_bottleneck(latents, k)
-        elif self.bottleneck == "truncate":
-            kept = batch_truncation_bottleneck(latents, k)
+        k = min(k, total)
+        if self.bottleneck == "pca":
+            kept = batch_pca_bottleneck(latents, k, self.weights, self.quant_step)
+        elif self.bottleneck in ("none", "truncate"):
+            kept = batch_truncation_bottleneck(latents, total if self.bottleneck == "none" else k,
+                                               self.quant_step)
         else:
             raise ValueError(f"unknown bottleneck {self.bottleneck!r}")
         recon = self.model.decode([z.reshape(b, n, -1) for z in kept])
@@ -230,7 +232,8 @@ def train(
     else:  # start from the linear transform coder (PCA of the training spectra)
         model.init_linear(bank.all_chunks(stride=bank.stride_for(1500)))
     model = model.to(dev)
-    module: nn.Module = BottleneckedAutoencoder(model, resolve_bottleneck(cfg))
+    quant_step = cfg.rate.to_rate(1.0).quant_step if cfg.train.quant_noise else 0.0
+    module: nn.Module = BottleneckedAutoencoder(model, resolve_bottleneck(cfg), quant_step)
     if world > 1:
         module = nn.parallel.DistributedDataParallel(module)
     opt = torch.optim.AdamW(param_groups(model, cfg.train.linear_lr_scale), lr=cfg.train.lr,

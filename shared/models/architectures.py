@@ -23,6 +23,7 @@ a streaming step carries ``vectors_per_step`` vectors. The paper's layout (one v
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -77,6 +78,11 @@ class ModelConfig(BaseModel):
         latent_total: sum of the sources' latent sizes d_s.
         frame_dim: p, coefficients of the shared per-frame transform.
         hidden_enc, hidden_dec: widths of the residual networks (0: linear only).
+        source_weights: the task weight of each source in NDPCA's pooled allocation (its
+            singular values are multiplied by it before pooling); None: all equal, the
+            allocation of Li et al. The default codecs weight the source holding the reference
+            microphone (microphone 0, what the receiver plays and enhances) above the others,
+            so that a tight budget goes to the reference first (docs/codec.md).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -91,6 +97,7 @@ class ModelConfig(BaseModel):
     frame_dim: int = Field(192, ge=2)
     hidden_enc: int = Field(256, ge=0)
     hidden_dec: int = Field(512, ge=0)
+    source_weights: tuple[float, ...] | None = None
 
     def spec(self) -> ArchSpec:
         try:
@@ -108,6 +115,14 @@ class ModelConfig(BaseModel):
         if self.num_mics % spec.n_encoders:
             raise ValueError(
                 f"{self.arch} needs num_mics divisible by {spec.n_encoders}, got {self.num_mics}"
+            )
+        if self.source_weights is not None and (
+            len(self.source_weights) != spec.n_encoders
+            or not all(math.isfinite(w) and w > 0 for w in self.source_weights)
+        ):
+            raise ValueError(
+                f"source_weights must hold {spec.n_encoders} positive numbers (one per source), "
+                f"got {list(self.source_weights)}"
             )
         if self.latent_total % spec.n_encoders:
             raise ValueError(f"latent_total must be divisible by {spec.n_encoders}")
@@ -134,6 +149,11 @@ class ModelConfig(BaseModel):
     def latent_sizes(self) -> list[int]:
         n = self.spec().n_encoders
         return [self.latent_total // n] * n
+
+    @property
+    def weights(self) -> list[float]:
+        """Task weight of each source in the allocation (all 1 when not set)."""
+        return list(self.source_weights or [1.0] * self.spec().n_encoders)
 
     @property
     def learnt(self) -> bool:

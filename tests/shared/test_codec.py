@@ -148,3 +148,28 @@ def test_bits_fit_budget_every_chunk():
         _, stats = c.code_signal(audio, L)
         assert stats["bits_per_chunk"] <= stats["budget_bits_per_chunk"]
         assert np.isfinite(stats["bitrate_bps"])
+
+
+def test_source_weights_travel_in_the_checkpoint_and_steer_the_allocation(tmp_path):
+    """A codec whose sources 1..3 are weighted down gives a tight budget to source 0 alone
+    (``ndpca``), while ``ndpca-equal`` shares it; the weights survive save/load and the
+    streaming planner (sources present) uses them too; bad weights are refused."""
+    from shared.models.architectures import ModelConfig
+    from shared.streaming import plan_for_active
+
+    codec = tiny_codec("ndpca-e4d1", source_weights=(1.0, 0.01, 0.01, 0.01))
+    plan = codec.plan_for_components(6)
+    assert plan.allocation == [6, 0, 0, 0]
+    assert sum(codec.plan_for_components(6, "ndpca-equal").allocation[1:]) > 0
+    path = tmp_path / "w.ckpt"
+    codec.save(path)
+    loaded = Codec.load(path)
+    assert loaded.source_weights == [1.0, 0.01, 0.01, 0.01]
+    assert loaded.plan_for_components(6).allocation == [6, 0, 0, 0]
+    capacity = 6 * codec.cfg.vectors_per_step * codec.rate.bits_per_coefficient / codec.chunk_seconds
+    both = plan_for_active(loaded, capacity * 1.000001, [1, 2]).allocation
+    assert both[0] == both[3] == 0 and sum(both) == 6  # equal weights among those present
+    assert plan_for_active(loaded, capacity * 1.000001, [0, 3]).allocation == [6, 0, 0, 0]
+    for bad in [(1.0, 1.0), (1.0, 0.0, 1.0, 1.0), (1.0, float("nan"), 1.0, 1.0)]:
+        with pytest.raises(ValueError, match="source_weights"):
+            ModelConfig(arch="ndpca-e4d1", source_weights=bad).validate_all()

@@ -106,3 +106,45 @@ def test_random_bottleneck_range():
     g = torch.Generator().manual_seed(0)
     ks = {random_bottleneck_size(256, g) for _ in range(500)}
     assert min(ks) >= 8 and max(ks) <= 128 and len(ks) > 50
+
+
+def test_task_weights_send_a_tight_budget_to_the_weighted_source():
+    """Weighted NDPCA pools w_s times each source's singular values: with the other sources
+    weighted down, a small budget all goes to source 0; ``ndpca-equal`` ignores the weights;
+    a large budget still reaches every source; weights of the wrong length are refused."""
+    bases = [fit_basis(_latents(d=8, seed=s)) for s in range(3)]
+    w = [1.0, 0.05, 0.05]
+    assert allocate(bases, 6, "ndpca", w) == [6, 0, 0]
+    assert allocate(bases, 6, "ndpca-equal", w) == allocate(bases, 6, "ndpca")
+    assert sum(allocate(bases, 6, "ndpca-equal", w)[1:]) > 0
+    big = allocate(bases, 20, "ndpca", w)
+    assert big[0] == 8 and sum(big) == 20 and min(big) > 0
+    try:
+        allocate(bases, 6, "ndpca", [1.0, 1.0])
+    except ValueError as exc:
+        assert "3 sources" in str(exc)
+    else:
+        raise AssertionError("wrong number of weights accepted")
+
+
+def test_training_bottleneck_allocates_like_the_receiver_with_weights():
+    """The batch PCA bottleneck uses the same task weights: source 0 keeps everything of a
+    tight budget, the others are replaced by their batch mean."""
+    z = [_latents(n=64, d=8, seed=s) for s in range(3)]
+    out = batch_pca_bottleneck(z, 5, weights=[1.0, 0.05, 0.05])
+    ranks = [torch.linalg.matrix_rank(o - o.mean(0), atol=1e-4).item() for o in out]
+    assert ranks == [5, 0, 0]
+
+
+def test_quantisation_noise_has_the_quantisers_error_variance():
+    """Training noise: uniform error of variance Delta^2 / 12 times each coefficient's batch
+    standard deviation, on kept coefficients only, in both bottlenecks."""
+    torch.manual_seed(0)
+    step = (12 * 0.01) ** 0.5  # D = 0.01
+    z = torch.randn(20000, 4) * torch.tensor([4.0, 2.0, 1.0, 0.5])
+    full = batch_pca_bottleneck([z], 4, quant_step=step)[0]
+    err = (full - z).var(0)
+    torch.testing.assert_close(err, 0.01 * z.var(0), rtol=0.08, atol=0)
+    naive = batch_truncation_bottleneck([z], 2, quant_step=step)[0]
+    torch.testing.assert_close((naive - z)[:, :2].var(0), 0.01 * z[:, :2].var(0), rtol=0.08, atol=0)
+    assert torch.allclose(naive[:, 2:], z[:, 2:].mean(0).expand(len(z), -1))
