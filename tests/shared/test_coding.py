@@ -1,4 +1,4 @@
-"""Quantisation and entropy coding: round trip, stream order and exact bit counts."""
+"""Quantisation and entropy coding: round trip, stream order, exact bit counts, strict decoding."""
 
 import math
 
@@ -37,7 +37,8 @@ def test_stream_is_component_major():
     q = coder.dequantise(coder.quantise(x))
     payload = coder.encode(x)
     np.testing.assert_array_equal(coder.decode_flat(payload, 18), q.T.reshape(-1))
-    np.testing.assert_array_equal(coder.decode(payload, 2, 3), q[:, :2])
+    np.testing.assert_array_equal(coder.decode_flat(payload, 6).reshape(2, 3).T, q[:, :2])
+    assert coder.encode(x[:, :2]) == coder.encode_indices(coder.quantise(x).T.reshape(-1)[:6])[0]
 
 
 def test_bit_count_is_payload_size_and_near_entropy():
@@ -70,7 +71,30 @@ def test_rejects_nan_and_short_payload():
     coder = CoefficientCoder(0.3)
     with pytest.raises(ValueError, match="NaN"):
         coder.encode(np.array([0.0, np.nan]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="too short"):
         coder.decode(b"", 3)
     with pytest.raises(ValueError, match="too short"):
         coder.decode(coder.encode(np.zeros((2, 2))), 40, 2)
+
+
+def test_decoding_is_strict_and_checks_the_crc():
+    """A whole payload must hold exactly k n_v symbols with zero padding, and the CRC of the
+    decoded indices must match: trailing bytes, padding bits and a wrong CRC are refused."""
+    coder = CoefficientCoder(math.sqrt(12 * 0.01))
+    x = np.random.default_rng(5).standard_normal((2, 9))
+    payload, bits = coder.encode_indices(coder.quantise(x).T.reshape(-1))
+    crc = coder.checksum(x)
+    np.testing.assert_array_equal(coder.decode(payload, 9, 2, crc), coder.dequantise(coder.quantise(x)))
+    with pytest.raises(ValueError, match="bytes but its 18 symbols"):
+        coder.decode(payload + b"\0", 9, 2, crc)
+    assert bits % 8  # this draw leaves padding bits: set the last one
+    with pytest.raises(ValueError, match="padding"):
+        coder.decode(payload[:-1] + bytes([payload[-1] | 1]), 9, 2, crc)
+    with pytest.raises(ValueError, match="CRC-32"):
+        coder.decode(payload, 9, 2, crc ^ 1)
+    # other indices that decode cleanly (the stream reversed: the same bits) fail the CRC
+    reversed_payload, _ = coder.encode_indices(coder.quantise(x).T.reshape(-1)[::-1])
+    assert len(reversed_payload) == len(payload) and reversed_payload != payload
+    with pytest.raises(ValueError, match="CRC-32"):
+        coder.decode(reversed_payload, 9, 2, crc)
+    assert coder.decode(b"", 0, 2, 0).shape == (2, 0)
