@@ -261,7 +261,7 @@ class EdgeClient:
             last = self.encoder.is_last(seq)
             await ws.send(P.encode(P.Chunk(
                 seq=seq, capture_time=capture, k=enc.k, k_allocated=alloc.k, alloc_step=alloc.step,
-                quant_step=self.codec.coder.step, payload=enc.payload,
+                quant_step=self.codec.coder.step, payload=enc.payload, crc=enc.crc,
                 end_samples=self.encoder.n_samples if last else None,
             )))
             self.stats.sent.append(SentChunk(seq, enc.k, alloc.k, alloc.step, enc.bits, alloc.budget_bits))

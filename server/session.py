@@ -258,10 +258,10 @@ class Session:
 
         ``frame_bytes``: size of the websocket message (payload plus msgpack framing)."""
         now = time.time()
-        if abs(chunk.quant_step - self.codec.coder.step) > 1e-6 * self.codec.coder.step:
+        if chunk.quant_step != self.codec.coder.step:  # equal bit for bit: it selects the code
             raise P.ProtocolError(
                 "config_mismatch",
-                f"quantiser step {chunk.quant_step:g} differs from the receiver's {self.codec.coder.step:g}",
+                f"quantiser step {chunk.quant_step!r} differs from the receiver's {self.codec.coder.step!r}",
             )
         open_plan = self.plans.get(chunk.seq)
         if open_plan is None and chunk.seq <= self.opened:
@@ -281,7 +281,7 @@ class Session:
                 f"chunk {chunk.seq} of source {source} has {bits} bits; {bits_max} allocated",
             )
         try:
-            coeffs = self.codec.decode_payload(chunk.payload, chunk.k)
+            coeffs = self.codec.decode_payload(chunk.payload, chunk.k, chunk.crc)
         except ValueError as exc:
             raise P.ProtocolError("bad_payload", str(exc)) from None
         item = Received(coeffs, chunk.k, chunk.k_allocated, chunk.alloc_step, bits,

@@ -60,11 +60,13 @@ class Plan:
 
 @dataclass
 class EncodedChunk:
-    """What an edge sends for one chunk: ``k`` coefficients in ``payload``."""
+    """What an edge sends for one chunk: ``k`` components of each vector in ``payload``, and
+    ``crc``, the CRC-32 of the indices it codes (:func:`shared.coding.indices_crc`)."""
 
     payload: bytes
     k: int
     k_allocated: int
+    crc: int
     bits: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -241,9 +243,9 @@ class Codec:
         c = np.asarray(coeffs.detach().cpu() if isinstance(coeffs, torch.Tensor) else coeffs)
         c = np.atleast_2d(c)[:, :k]
         if budget_bits is None:
-            return EncodedChunk(self.coder.encode(c), c.shape[1], k)
+            return EncodedChunk(self.coder.encode(c), c.shape[1], k, self.coder.checksum(c))
         payload, sent = self.coder.encode_within(c, budget_bits)
-        return EncodedChunk(payload, sent, k)
+        return EncodedChunk(payload, sent, k, self.coder.checksum(c[:, :sent]))
 
     # ------------------------------------------------------------------ receiver side
     def plan(self, capacity_bps: float, rule: str | None = None) -> Plan:
@@ -267,9 +269,12 @@ class Codec:
         capacity *= 1 + 1e-9
         return self.plan(capacity, rule)
 
-    def decode_payload(self, payload: bytes, k: int) -> np.ndarray:
-        """One source's payload of one step -> dequantised coefficients ``[n_v, k]``."""
-        return self.coder.decode(payload, k, self.cfg.vectors_per_step)
+    def decode_payload(self, payload: bytes, k: int, crc: int | None = None) -> np.ndarray:
+        """One source's payload of one step -> dequantised coefficients ``[n_v, k]``.
+
+        Raises ValueError if the payload does not code exactly ``k n_v`` indices or (``crc``
+        given) their CRC-32 differs."""
+        return self.coder.decode(payload, k, self.cfg.vectors_per_step, crc)
 
     def decode_payloads(self, payloads: Sequence[tuple[bytes, int] | None]) -> torch.Tensor:
         """Per source ``(payload, k)`` or ``None`` (missing: mean) -> ``[M, 2, F, frames_per_step]``."""

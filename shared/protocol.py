@@ -9,6 +9,10 @@ Receiver -> edge: :class:`Welcome`, :class:`Allocation`, :class:`Error`, :class:
 
 :func:`decode` turns any bad frame into a :class:`ProtocolError` that names the error
 ``code`` sent back in an :class:`Error` frame and the websocket ``close_code``.
+
+Version 2 (this one) changed the chunk payload's format (integer probability tables and a
+canonical Huffman code, see :mod:`shared.entropy`) and added the chunk's ``crc``; a version-1
+frame is refused with ``unsupported_version``.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from typing import Annotated, Any, Literal
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+from shared.entropy import MAX_STEP, MIN_STEP
+
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = (2,)
 
 #: Largest frame the receiver accepts (bytes); a chunk of 256 coefficients is ~150 bytes.
 MAX_FRAME_BYTES = 64 * 1024
@@ -42,7 +48,7 @@ ERROR_CLOSE_CODES: dict[str, int] = {
     "invalid_message": CLOSE_UNSUPPORTED_DATA,  # fields missing or of the wrong type
     "unsupported_version": CLOSE_PROTOCOL_ERROR,  # `v` not in SUPPORTED_VERSIONS
     "non_finite": CLOSE_INVALID_DATA,  # NaN or infinite value in a float field
-    "bad_payload": CLOSE_INVALID_DATA,  # payload does not decode to k coefficients
+    "bad_payload": CLOSE_INVALID_DATA,  # payload does not decode to k n_v indices with its crc
     "too_big": CLOSE_TOO_BIG,  # frame larger than MAX_FRAME_BYTES
     "unauthorized": CLOSE_POLICY,  # missing or wrong session token
     "unknown_session": CLOSE_POLICY,
@@ -65,12 +71,14 @@ RETRYABLE_ERRORS = frozenset({"duplicate_source", "internal"})
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNeg = Annotated[int, Field(ge=0)]
+#: A quantiser step the payload format allows.
+QuantStep = Annotated[float, Field(ge=MIN_STEP, le=MAX_STEP, allow_inf_nan=False)]
 
 
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: Literal[1] = PROTOCOL_VERSION
+    v: Literal[2] = PROTOCOL_VERSION
 
 
 class Hello(_Message):
@@ -80,7 +88,9 @@ class Hello(_Message):
         session: session (room) id. source: source index s in ``[0, S)``.
         token: the session's token ("" when none was configured: refused with 1008).
         sample_rate: Hz of the audio the edge captures.
-        model_hash: SHA-256 of the edge's codec checkpoint (must equal the receiver's).
+        model_hash: the codec checkpoint's content hash (must equal the receiver's): the
+            hex SHA-256 of the checkpoint file's payload section (the bytes after its JSON
+            header), as recorded in the header's ``sha256``; not the hash of the whole file.
         epoch: the session clock's epoch (unix seconds) from a previous welcome, so that a
             restarted receiver resumes the same step numbering; None on a first connect.
         resume_seq: the next chunk the edge will send when it resumes (None at first).
@@ -107,8 +117,12 @@ class Chunk(_Message):
         k: coefficients in ``payload`` (<= the allocation of step ``seq``).
         k_allocated: the allocation the edge applied (the k of the allocation for ``seq``).
         alloc_step: the step of the allocation message the edge applied.
-        quant_step: quantiser step Delta the payload was coded with.
-        payload: Huffman-coded quantisation indices; its ``8 * len`` is the bits on the channel.
+        quant_step: quantiser step Delta the payload was coded with (the welcome's, exactly).
+        payload: the coded quantisation indices (``docs/protocol.md``, "Payload"); its
+            ``8 * len`` is the bits on the channel.
+        crc: CRC-32 of the ``[n_v, k]`` indices the payload codes, in stream order, each a
+            little-endian int16 (:func:`shared.coding.indices_crc`); a receiver that decodes
+            other indices refuses the chunk (``bad_payload``).
         end_samples: on the last chunk of a finite stream: the stream's length in samples.
     """
 
@@ -118,8 +132,9 @@ class Chunk(_Message):
     k: NonNeg
     k_allocated: NonNeg
     alloc_step: int = Field(ge=-1)
-    quant_step: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    quant_step: QuantStep
     payload: bytes
+    crc: int = Field(ge=0, lt=1 << 32)
     end_samples: NonNeg | None = None
 
 
@@ -149,7 +164,7 @@ class Welcome(_Message):
     period_s: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     mode: Literal["realtime", "lockstep"]
     n_sources: Annotated[int, Field(gt=0)]
-    quant_step: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    quant_step: QuantStep
     lookahead_samples: NonNeg
 
 
@@ -240,7 +255,8 @@ def decode(frame: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYT
     if version not in SUPPORTED_VERSIONS:
         raise ProtocolError(
             "unsupported_version",
-            f"protocol version {version!r} not supported; this receiver speaks {SUPPORTED_VERSIONS}",
+            f"protocol version {version!r} not supported; this receiver speaks "
+            f"{SUPPORTED_VERSIONS}: update the edge (docs/protocol.md, Versioning)",
         )
     kind = obj.get("type")
     if kind not in MESSAGE_TYPES:

@@ -5,6 +5,7 @@ import math
 import time
 
 import msgpack
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_codec
@@ -55,7 +56,7 @@ def room_b_unaffected(rx) -> None:
     assert summary["missing_chunks"] == 0 and summary["late_chunks"] == 0
 
 
-def expect_error(ws, code: str, close: int) -> None:
+def expect_error(ws, code: str, close: int) -> P.Error:
     """The next frame is an error with ``code``; then the receiver closes with ``close``."""
     err = P.decode(ws.recv(timeout=5))
     while isinstance(err, P.Welcome | P.Allocation):
@@ -64,6 +65,7 @@ def expect_error(ws, code: str, close: int) -> None:
     with pytest.raises(ConnectionClosed) as info:
         ws.recv(timeout=5)
     assert info.value.rcvd is not None and info.value.rcvd.code == close
+    return err
 
 
 def raw(obj) -> bytes:
@@ -92,7 +94,7 @@ def test_unknown_message_type(setup):
     """A type the protocol does not define: unknown_type, 1003."""
     rx, codec, _ = setup
     with connect(rx.url) as ws:
-        ws.send(raw({"v": 1, "type": "launch_missiles"}))
+        ws.send(raw({"v": P.PROTOCOL_VERSION, "type": "launch_missiles"}))
         expect_error(ws, "unknown_type", 1003)
     room_b_unaffected(rx)
 
@@ -151,7 +153,7 @@ def test_chunk_before_hello(setup):
     rx, codec, _ = setup
     with connect(rx.url) as ws:
         ws.send(P.encode(P.Chunk(seq=0, capture_time=0.0, k=0, k_allocated=0, alloc_step=0,
-                                 quant_step=codec.coder.step, payload=b"")))
+                                 quant_step=codec.coder.step, payload=b"", crc=0)))
         expect_error(ws, "unexpected_message", 1008)
     room_b_unaffected(rx)
 
@@ -171,9 +173,10 @@ def test_more_components_than_allocated(setup):
     with connect(rx.url) as ws:
         alloc = _join_and_get_allocation(ws, codec, 1)
         k = alloc.k + 1
-        payload = codec.coder.encode(torch.zeros(codec.cfg.vectors_per_step, k).numpy())
+        zeros = torch.zeros(codec.cfg.vectors_per_step, k).numpy()
         ws.send(P.encode(P.Chunk(seq=alloc.step, capture_time=time.time(), k=k, k_allocated=alloc.k,
-                                 alloc_step=alloc.step, quant_step=codec.coder.step, payload=payload)))
+                                 alloc_step=alloc.step, quant_step=codec.coder.step,
+                                 payload=codec.coder.encode(zeros), crc=codec.coder.checksum(zeros))))
         expect_error(ws, "over_allocation", 1008)
     room_b_unaffected(rx)
 
@@ -184,10 +187,38 @@ def test_nan_and_infinite_values(setup):
     for bad in (math.nan, math.inf):
         with connect(rx.url) as ws:
             alloc = _join_and_get_allocation(ws, codec, 2)
-            chunk = dict(v=1, type="chunk", seq=alloc.step, capture_time=bad, k=0, k_allocated=alloc.k,
-                         alloc_step=alloc.step, quant_step=codec.coder.step, payload=b"")
+            chunk = dict(v=P.PROTOCOL_VERSION, type="chunk", seq=alloc.step, capture_time=bad, k=0,
+                         k_allocated=alloc.k, alloc_step=alloc.step, quant_step=codec.coder.step,
+                         payload=b"", crc=0)
             ws.send(raw(chunk))
             expect_error(ws, "non_finite", 1007)
+    room_b_unaffected(rx)
+
+
+@pytest.mark.parametrize("wrong", ["crc", "payload"])
+def test_payload_failing_its_crc(setup, wrong):
+    """A chunk whose payload decodes cleanly to other indices than its crc covers (or whose
+    crc is wrong): bad_payload, 1007, naming the CRC; the other session goes on."""
+    rx, codec, _ = setup
+    n_v = codec.cfg.vectors_per_step
+    with connect(rx.url) as ws:
+        alloc = _join_and_get_allocation(ws, codec, 2)
+        k = 2 if alloc.budget_bits >= 64 else 1
+        coeffs = np.arange(n_v * k, dtype=np.float64).reshape(n_v, k) * 0.4 - 0.5
+        enc = codec.encode_payload(coeffs, k, alloc.budget_bits)
+        assert enc.k == k and len(set(codec.coder.quantise(coeffs).ravel().tolist())) > 1
+        payload, crc = enc.payload, enc.crc
+        if wrong == "crc":
+            crc ^= 0x80000000
+        else:  # the same symbols in reverse order: the same bits, other indices
+            stream = codec.coder.quantise(coeffs).T.reshape(-1)[::-1]
+            payload = codec.coder.encode_indices(stream)[0]
+            assert len(payload) == len(enc.payload) and payload != enc.payload
+        ws.send(P.encode(P.Chunk(seq=alloc.step, capture_time=time.time(), k=k, k_allocated=alloc.k,
+                                 alloc_step=alloc.step, quant_step=codec.coder.step,
+                                 payload=payload, crc=crc)))
+        err = expect_error(ws, "bad_payload", 1007)
+    assert "CRC-32" in err.message and "docs/protocol.md" in err.message
     room_b_unaffected(rx)
 
 
@@ -218,10 +249,11 @@ def test_late_chunk_is_counted_not_fatal(setup):
     with connect(rx.url) as ws:
         alloc = _join_and_get_allocation(ws, codec, 0)
         time.sleep(codec.rate.chunk_seconds + 0.3)  # past the deadline (T + look-ahead + grace)
-        payload = codec.coder.encode(torch.zeros(codec.cfg.vectors_per_step, alloc.k).numpy())
+        zeros = torch.zeros(codec.cfg.vectors_per_step, alloc.k).numpy()
         ws.send(P.encode(P.Chunk(seq=alloc.step, capture_time=time.time(), k=alloc.k,
                                  k_allocated=alloc.k, alloc_step=alloc.step,
-                                 quant_step=codec.coder.step, payload=payload)))
+                                 quant_step=codec.coder.step, payload=codec.coder.encode(zeros),
+                                 crc=codec.coder.checksum(zeros))))
         msg = P.decode(ws.recv(timeout=5))  # the stream goes on: the next allocation, no error
         assert isinstance(msg, P.Allocation)
         stats = rx.stats("A")
@@ -242,5 +274,5 @@ def test_zz_other_session_unaffected(setup):
     assert summary["steps"] == 41  # 40 chunks of samples + the frame centred on the last one
     metrics = rx.get("/metrics").text
     for code in ("malformed", "unknown_type", "unsupported_version", "too_big", "unauthorized",
-                 "over_allocation", "non_finite", "duplicate_source"):
+                 "over_allocation", "non_finite", "duplicate_source", "bad_payload"):
         assert f'ndpca_protocol_errors_total{{code="{code}"}}' in metrics

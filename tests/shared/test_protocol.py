@@ -10,7 +10,7 @@ from shared import protocol as p
 
 def _chunk(**kw):
     base = dict(seq=3, capture_time=1.5, k=2, k_allocated=2, alloc_step=3, quant_step=0.35,
-                payload=b"\x01\x02")
+                payload=b"\x01\x02", crc=0xDEADBEEF)
     base.update(kw)
     return p.Chunk(**base)
 
@@ -45,8 +45,13 @@ def _frame(obj):
     [
         (b"\xc1\xff\x00", "malformed", 1003),
         (_frame([1, 2, 3]), "malformed", 1003),
-        (_frame({"v": 1, "type": "launch"}), "unknown_type", 1003),
-        (_frame({"v": 1, "type": "chunk", "seq": 1}), "invalid_message", 1003),
+        (_frame({"v": 2, "type": "launch"}), "unknown_type", 1003),
+        (_frame({"v": 2, "type": "chunk", "seq": 1}), "invalid_message", 1003),
+        (_frame(dict(_chunk().model_dump(), v=1)), "unsupported_version", 1002),
+        (_frame({k: v for k, v in _chunk().model_dump().items() if k != "crc"}), "invalid_message", 1003),
+        (_frame(dict(_chunk().model_dump(), crc=1 << 32)), "invalid_message", 1003),
+        (_frame(dict(_chunk().model_dump(), quant_step=2.0**-11)), "invalid_message", 1003),
+        (_frame(dict(_chunk().model_dump(), quant_step=17.0)), "invalid_message", 1003),
         (_frame({"v": 9, "type": "hello"}), "unsupported_version", 1002),
         (_frame({"type": "hello"}), "unsupported_version", 1002),
         (_frame(dict(_chunk().model_dump(), capture_time=math.nan)), "non_finite", 1007),
