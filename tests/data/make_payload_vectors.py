@@ -1,7 +1,7 @@
 """Write the payload test vectors (docs/protocol.md, "Test vectors") with the project's coder.
 
-Run from the repository root: ``python tests/data/make_payload_vectors.py``. The vectors are
-part of the format: they change only together with the protocol version.
+Run from the repository root: ``PYTHONPATH=. python tests/data/make_payload_vectors.py``.
+The vectors are part of the format: they change only together with the protocol version.
 """
 
 from __future__ import annotations
