@@ -39,6 +39,8 @@ class DecodeJob:
         finish_length: a finishing job (no decode): flush the session's inverse STFT to
             this many samples (None: flush what the frames cover).
         done: called on the event loop with ``(job, audio [M, n], done_time)``.
+        error: set when this job failed (its audio is then empty); other jobs of its batch
+            are unaffected.
     """
 
     key: Any
@@ -53,6 +55,7 @@ class DecodeJob:
     started_at: float = 0.0
     compute_s: float = 0.0
     batch: int = 0
+    error: str | None = None
 
 
 class BatchDecoder:
@@ -109,12 +112,20 @@ class BatchDecoder:
             started = time.time()
             for job in batch:
                 job.started_at, job.batch = started, len(batch)
+            loop = asyncio.get_running_loop()
             try:
-                await asyncio.get_running_loop().run_in_executor(self._pool, self._process, batch)
-            except Exception:  # a decode failure must not kill the receiver
-                log.exception("decoding a batch of %d steps failed", len(batch))
+                await loop.run_in_executor(self._pool, self._process, batch)
+            except Exception:  # a decode failure must not kill the receiver, nor other jobs
+                log.exception("decoding a batch of %d steps failed; retrying them one by one", len(batch))
                 for job in batch:
-                    job.audio = torch.zeros(self.out_channels, 0)
+                    if job.audio is not None:
+                        continue  # done before the failure (its inverse STFT has run)
+                    try:
+                        await loop.run_in_executor(self._pool, self._process, [job])
+                    except Exception as exc:
+                        log.exception("step %s of %s failed", job.step, job.key)
+                        job.error = f"{type(exc).__name__}: {exc}"[:200]
+                        job.audio = torch.zeros(self.out_channels, 0)
             done = time.time()
             for job in batch:
                 try:

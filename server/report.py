@@ -92,6 +92,7 @@ def session_summary(s: Session) -> dict[str, Any]:
         "decode_ms": percentiles(s.decode_ms),
         "e2e_ms": percentiles(s.e2e_ms),
         "quality": s.quality_summary(),
+        "error": s.error,
     }
 
 

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 PLAN_HISTORY = 256
 #: seconds of the newest output kept for the live view's player even past ``record_seconds``
 TAIL_SECONDS = 30.0
+#: a chunk's capture time may be this far (s) from the receiver's clock
+MAX_CLOCK_SKEW_S = 86400.0
 
 
 @dataclass
@@ -159,6 +161,7 @@ class Session:
         self.quality: dict[str, list[float]] = {name: [] for name in self.references}
         self.final_quality: dict[str, float | None] = {}
         self.late = self.missing = self.duplicates = 0
+        self.error: str | None = None  # why the session could not go on (None: it did not fail)
         self.finished_event = asyncio.Event()
         # live view (server/live.py): the newest output blocks, and events set on every change
         self.tail: deque[np.ndarray] = deque()
@@ -253,6 +256,29 @@ class Session:
         self.final_seq.setdefault(source, self.buffer.next_step - 1)
         self.wake()
 
+    def check_bounds(self, source: int, chunk: P.Chunk, now: float) -> None:
+        """Refuse values the session cannot hold (``out_of_range``): a chunk for a step not
+        opened yet, an applied allocation past the chunk or wider than the source, a stream
+        length that does not end in this chunk, a capture time far from the receiver's clock."""
+        seq, cs = chunk.seq, self.codec.chunk_samples
+        problem = None
+        if seq > self.opened:
+            problem = (f"chunk {seq} is for a step not opened yet (the newest is {self.opened}); "
+                       "send chunk t after the allocation of step t")
+        elif chunk.alloc_step > seq:
+            problem = f"chunk {seq} names alloc_step {chunk.alloc_step}, after the chunk itself"
+        elif chunk.k_allocated > self.codec.latent_sizes[source]:
+            problem = (f"chunk {seq} names k_allocated {chunk.k_allocated}; source {source} has "
+                       f"{self.codec.latent_sizes[source]} components")
+        elif abs(chunk.capture_time - now) > MAX_CLOCK_SKEW_S:
+            problem = (f"chunk {seq} has capture_time {chunk.capture_time:.0f}, more than a day from the "
+                       f"receiver's clock ({now:.0f}); send the unix time of the chunk's first sample")
+        elif chunk.end_samples is not None and not seq * cs <= chunk.end_samples < (seq + 1) * cs:
+            problem = (f"chunk {seq} has end_samples {chunk.end_samples}, but chunk {seq} holds samples "
+                       f"[{seq * cs}, {(seq + 1) * cs}); send the stream's length on its last chunk")
+        if problem is not None:
+            raise P.ProtocolError("out_of_range", f"source {source}: {problem}")
+
     def on_chunk(self, source: int, chunk: P.Chunk, frame_bytes: int = 0) -> None:
         """Check a chunk against its step's allocation and park it. Raises ProtocolError.
 
@@ -263,6 +289,7 @@ class Session:
                 "config_mismatch",
                 f"quantiser step {chunk.quant_step!r} differs from the receiver's {self.codec.coder.step!r}",
             )
+        self.check_bounds(source, chunk, now)
         open_plan = self.plans.get(chunk.seq)
         if open_plan is None and chunk.seq <= self.opened:
             self._count_late(source, chunk.seq)  # so old that its plan is gone
@@ -369,9 +396,21 @@ class Session:
                     await asyncio.wait_for(self._wake.wait(), timeout)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("session %s failed", self.id)
-            self._finish_now()
+            self.fail(f"its clock stopped ({type(exc).__name__}: {exc})")
+
+    def fail(self, reason: str) -> None:
+        """End a session that cannot go on: its edges get a ``session_failed`` error frame
+        with ``reason`` and close 1011; the summary keeps ``reason`` as ``error``."""
+        if self.state == "finished":
+            return
+        self.error = reason
+        log.error("session %s cannot go on: %s", self.id, reason)
+        for link in list(self.links.values()):
+            link.send(P.Error(code="session_failed", message=f"session {self.id!r} cannot go on: {reason}"))
+            link.close(P.CLOSE_INTERNAL, "session_failed")
+        self._finish_now()
 
     def _tick(self, now: float) -> float | None:
         """Advance the clock; return how long to sleep at most (None: until woken)."""
@@ -475,6 +514,9 @@ class Session:
         return self.istft.push(from_channels(spec, self.codec.cfg.representation))
 
     def _decoded(self, job: DecodeJob, audio: torch.Tensor, done: float) -> None:
+        if job.error is not None:
+            self.fail(f"decoding step {job.step} failed ({job.error})")
+            return
         start = self._append(audio)
         entry = self.step_stats.get(job.step)
         if entry is None:
@@ -522,6 +564,9 @@ class Session:
         ))
 
     def _finished(self, job: DecodeJob, audio: torch.Tensor, done: float) -> None:
+        if job.error is not None:
+            self.fail(f"flushing the decoded audio failed ({job.error})")
+            return
         self._append(audio)
         self._finish_now()
 

@@ -40,6 +40,7 @@ CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
 
 #: Error code -> close code. Every error the receiver sends is one of these.
 ERROR_CLOSE_CODES: dict[str, int] = {
@@ -49,6 +50,7 @@ ERROR_CLOSE_CODES: dict[str, int] = {
     "unsupported_version": CLOSE_PROTOCOL_ERROR,  # `v` not in SUPPORTED_VERSIONS
     "non_finite": CLOSE_INVALID_DATA,  # NaN or infinite value in a float field
     "bad_payload": CLOSE_INVALID_DATA,  # payload does not decode to k n_v indices with its crc
+    "out_of_range": CLOSE_INVALID_DATA,  # a value beyond what the session holds (seq, end_samples)
     "too_big": CLOSE_TOO_BIG,  # frame larger than MAX_FRAME_BYTES
     "unauthorized": CLOSE_POLICY,  # missing or wrong session token
     "unknown_session": CLOSE_POLICY,
@@ -59,6 +61,9 @@ ERROR_CLOSE_CODES: dict[str, int] = {
     "config_mismatch": CLOSE_POLICY,  # sample rate or quantiser step differ
     "unexpected_message": CLOSE_POLICY,  # e.g. a chunk before hello, a second hello
     "session_closed": CLOSE_POLICY,  # the session has finished
+    "hello_timeout": CLOSE_POLICY,  # no hello within the receiver's hello timeout
+    "too_many_connections": CLOSE_TRY_AGAIN,  # the receiver's connection limits are reached
+    "session_failed": CLOSE_INTERNAL,  # the session cannot go on (the message says why)
     "internal": CLOSE_INTERNAL,
 }
 
@@ -67,12 +72,19 @@ FATAL_CLOSE_CODES = frozenset(
     {CLOSE_PROTOCOL_ERROR, CLOSE_UNSUPPORTED_DATA, CLOSE_INVALID_DATA, CLOSE_POLICY, CLOSE_TOO_BIG}
 )
 #: Error codes that are worth a retry with backoff although they close the connection.
-RETRYABLE_ERRORS = frozenset({"duplicate_source", "internal"})
+RETRYABLE_ERRORS = frozenset({"duplicate_source", "internal", "hello_timeout", "too_many_connections"})
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-NonNeg = Annotated[int, Field(ge=0)]
+#: largest step, source or component index an edge may send (2**31 - 1 steps: 2 years at 32 ms)
+MAX_INDEX = 2**31 - 1
+#: largest stream length (samples) an edge may announce; the session bounds it by ``seq`` too
+MAX_SAMPLES = 2**48
+
+# Integers are strict (a bool, a float or a string is refused); floats take ints, not bools.
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+NonNeg = Annotated[int, Field(strict=True, ge=0)]
+Index = Annotated[int, Field(strict=True, ge=0, le=MAX_INDEX)]
 #: A quantiser step the payload format allows.
-QuantStep = Annotated[float, Field(ge=MIN_STEP, le=MAX_STEP, allow_inf_nan=False)]
+QuantStep = Annotated[float, Field(strict=True, ge=MIN_STEP, le=MAX_STEP, allow_inf_nan=False)]
 
 
 class _Message(BaseModel):
@@ -98,12 +110,12 @@ class Hello(_Message):
 
     type: Literal["hello"] = "hello"
     session: str = Field(min_length=1, max_length=128)
-    source: NonNeg
+    source: Index
     token: str = Field("", max_length=512)
-    sample_rate: Annotated[int, Field(gt=0)]
+    sample_rate: Annotated[int, Field(strict=True, gt=0, le=1_000_000)]
     model_hash: str = Field(max_length=128)
     epoch: Finite | None = None
-    resume_seq: NonNeg | None = None
+    resume_seq: Index | None = None
     client: str = Field("", max_length=128)
 
 
@@ -127,15 +139,15 @@ class Chunk(_Message):
     """
 
     type: Literal["chunk"] = "chunk"
-    seq: NonNeg
+    seq: Index
     capture_time: Finite
-    k: NonNeg
-    k_allocated: NonNeg
-    alloc_step: int = Field(ge=-1)
+    k: Index
+    k_allocated: Index
+    alloc_step: int = Field(strict=True, ge=-1, le=MAX_INDEX)
     quant_step: QuantStep
     payload: bytes
-    crc: int = Field(ge=0, lt=1 << 32)
-    end_samples: NonNeg | None = None
+    crc: int = Field(strict=True, ge=0, lt=1 << 32)
+    end_samples: Annotated[int, Field(strict=True, ge=0, le=MAX_SAMPLES)] | None = None
 
 
 class Bye(_Message):
