@@ -150,11 +150,11 @@ def loopback(args: argparse.Namespace, prep, out: Path) -> dict[str, Any]:
                             out / "edges" / f"bench-edge-{s}.json") for s in range(prep.n_sources)]
         deadline = time.time() + 90 + args.seconds * 2
         while time.time() < deadline:
-            st = httpx.get(f"{base}/sessions/{SESSION}", timeout=10).json()
+            st = httpx.get(f"{base}/sessions/{SESSION}", headers=prep.headers, timeout=10).json()
             if st["state"] == "finished":
                 break
             time.sleep(0.5)
-        stats = httpx.get(f"{base}/sessions/{SESSION}/stats", timeout=10).json()
+        stats = httpx.get(f"{base}/sessions/{SESSION}/stats", headers=prep.headers, timeout=10).json()
     finally:
         for p in edges:
             stop(p)
@@ -207,7 +207,12 @@ def sessions_held(args: argparse.Namespace, prep, codec, mics: torch.Tensor, out
     port = free_port()
     base, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws"
     log_path = out / "logs" / "bench-sessions-receiver.log"
-    rx = start_receiver(port, prep.checkpoint, log_path, ["--admin-token", ADMIN])
+    # sessions come over REST: their trace must lie in a --trace-dir; every edge and live view of
+    # the benchmark connects from 127.0.0.1
+    per_ip = 4 * max(LEVELS) + getattr(args, "live_streams", 0) + 16
+    rx = start_receiver(port, prep.checkpoint, log_path, [
+        "--admin-token", ADMIN, "--trace-dir", str(prep.trace.parent),
+        "--max-connections-per-ip", str(per_ip), "--max-connections", str(max(per_ip, 1024))])
     levels = []
     try:
         wait_ready(base, rx, log_path)
@@ -229,7 +234,7 @@ def sessions_held(args: argparse.Namespace, prep, codec, mics: torch.Tensor, out
             summaries = []
             for sid in ids:
                 for _ in range(100):
-                    s = httpx.get(f"{base}/sessions/{sid}", timeout=10).json()
+                    s = httpx.get(f"{base}/sessions/{sid}", headers=prep.headers, timeout=10).json()
                     if s["state"] == "finished":
                         break
                     time.sleep(0.1)

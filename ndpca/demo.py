@@ -101,6 +101,11 @@ class Prepared:
     n_sources: int
     sample_rate: int
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The session token as ``Authorization: Bearer`` (the receiver's session routes need it)."""
+        return {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
+
 
 def prepare(args: argparse.Namespace, room_dir: Path | None = None) -> Prepared:
     """Model, token and trace in ``args.out``, the room's audio in ``room_dir`` (default
@@ -317,7 +322,7 @@ def run_demo(args: argparse.Namespace) -> int:
             edges.append(start_edge(url, s, prep, logs / f"edge-{s}.log", args.fast,
                                     out / "edges" / f"edge-{s}.json"))
         stats = _follow(base, edges, prep, args)
-        audio = httpx.get(f"{base}/sessions/{SESSION}/audio", timeout=30)
+        audio = httpx.get(f"{base}/sessions/{SESSION}/audio", headers=prep.headers, timeout=30)
         audio.raise_for_status()
         (out / "decoded.wav").write_bytes(audio.content)
         ok = True
@@ -438,7 +443,8 @@ def _follow(base: str, edges: list[subprocess.Popen], prep: Prepared, args: argp
     seen, period, t0 = 0, None, time.time()
     limit = 60 + (args.seconds * (1 if args.fast else 1.5))
     while True:
-        r = httpx.get(f"{base}/sessions/{SESSION}/stats", params={"since": seen}, timeout=10)
+        r = httpx.get(f"{base}/sessions/{SESSION}/stats", params={"since": seen}, headers=prep.headers,
+                      timeout=10)
         r.raise_for_status()
         stats = r.json()
         period = stats["rate"]["chunk_seconds"]
@@ -456,7 +462,7 @@ def _follow(base: str, edges: list[subprocess.Popen], prep: Prepared, args: argp
         if time.time() - t0 > limit:
             raise UserError(f"the session did not finish within {limit:.0f} s; see {args.out / 'logs'}")
         time.sleep(0.25)
-    return httpx.get(f"{base}/sessions/{SESSION}/stats", timeout=10).json()
+    return httpx.get(f"{base}/sessions/{SESSION}/stats", headers=prep.headers, timeout=10).json()
 
 
 def plot_allocation(stats: dict[str, Any], path: Path) -> Path:

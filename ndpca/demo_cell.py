@@ -82,7 +82,7 @@ def cell_line(st: dict[str, Any], period: float) -> str:
 
 
 def follow_cell(base: str, edges: list[subprocess.Popen], n_rooms: int, period: float,
-                args: argparse.Namespace) -> None:
+                args: argparse.Namespace, headers: dict[str, str]) -> None:
     """Print each cell step once every room in it has decoded its step, until all finish."""
     decoded = {room_id(i): 0 for i in range(n_rooms)}
     finished: set[str] = set()
@@ -92,7 +92,8 @@ def follow_cell(base: str, edges: list[subprocess.Popen], n_rooms: int, period: 
         for name in decoded:
             if name in finished:
                 continue
-            r = httpx.get(f"{base}/sessions/{name}/stats", params={"since": decoded[name]}, timeout=10)
+            r = httpx.get(f"{base}/sessions/{name}/stats", params={"since": decoded[name]}, headers=headers,
+                          timeout=10)
             r.raise_for_status()
             st = r.json()
             if st["summary"]["state"] == "finished":
@@ -101,7 +102,7 @@ def follow_cell(base: str, edges: list[subprocess.Popen], n_rooms: int, period: 
                 if step["decode_ms"] is None:
                     break
                 decoded[name] += 1
-        cell = httpx.get(f"{base}/cells/{CELL}/stats", params={"since": seen}, timeout=10).json()
+        cell = httpx.get(f"{base}/cells/{CELL}/stats", params={"since": seen}, headers=headers, timeout=10).json()
         for st in cell["steps"]:
             settled = all(name in finished or (cell["offsets"].get(name) is not None
                                                and decoded[name] > st["step"] - cell["offsets"][name])
@@ -150,16 +151,17 @@ def run_demo_cell(args: argparse.Namespace) -> int:
             for s in range(p.n_sources):
                 edges.append(start_edge(url, s, p, logs / f"{room_id(i)}-edge-{s}.log", args.fast,
                                         out / room_id(i) / "edges" / f"edge-{s}.json", session=room_id(i)))
-        first_stats = httpx.get(f"{base}/sessions/{room_id(0)}/stats", timeout=10).json()
-        follow_cell(base, edges, len(preps), first_stats["rate"]["chunk_seconds"], args)
+        head = first.headers  # every room has the same token
+        first_stats = httpx.get(f"{base}/sessions/{room_id(0)}/stats", headers=head, timeout=10).json()
+        follow_cell(base, edges, len(preps), first_stats["rate"]["chunk_seconds"], args, head)
         stats = {}
         for i in range(len(preps)):
             name = room_id(i)
-            stats[name] = httpx.get(f"{base}/sessions/{name}/stats", timeout=10).json()
-            audio = httpx.get(f"{base}/sessions/{name}/audio", timeout=30)
+            stats[name] = httpx.get(f"{base}/sessions/{name}/stats", headers=head, timeout=10).json()
+            audio = httpx.get(f"{base}/sessions/{name}/audio", headers=head, timeout=30)
             audio.raise_for_status()
             (out / name / "decoded.wav").write_bytes(audio.content)
-        cell = httpx.get(f"{base}/cells/{CELL}/stats", timeout=10).json()
+        cell = httpx.get(f"{base}/cells/{CELL}/stats", headers=head, timeout=10).json()
     finally:
         for p in edges:
             stop(p)

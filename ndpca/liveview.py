@@ -62,7 +62,8 @@ def start_screenshot(base: str, token: str, session: str, path: Path, seconds: f
     """Take the screenshot at three quarters of a run of ``seconds``."""
     import httpx
 
-    period_s = httpx.get(f"{base}/sessions/{session}/stats", timeout=10).json()["rate"]["chunk_seconds"]
+    period_s = httpx.get(f"{base}/sessions/{session}/stats", headers={"Authorization": f"Bearer {token}"},
+                         timeout=10).json()["rate"]["chunk_seconds"]
     steps = max(1, math.floor(0.75 * seconds / period_s))
     shot = Screenshot(page_url(base, token, session), path, steps, timeout=60 + 2 * seconds)
     shot.start()

@@ -1,20 +1,29 @@
-"""REST routes: health, readiness, sessions and their statistics, decoded audio, metrics."""
+"""REST routes: health, readiness, sessions and their statistics, decoded audio, metrics.
+
+``/healthz``, ``/readyz``, ``/metrics`` and the OpenAPI docs are open. Every route that reveals
+a session needs ``Authorization: Bearer TOKEN`` with the session's token or the admin token
+(:mod:`server.auth`); creating and deleting sessions needs the admin token.
+"""
 
 from __future__ import annotations
 
 import hmac
 import io
+import logging
 from typing import Annotated, Any
 
 import soundfile as sf
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from pydantic import ValidationError
 
-from server.manager import SessionManager
+from server.auth import Viewer, authorise, bearer_token
+from server.cell import Cell
+from server.manager import SessionManager, UnreadableFile
 from server.session import Session
-from server.settings import SessionConfig
+from server.settings import SessionConfig, check_admin_paths
 from shared.errors import UserError
 
+log = logging.getLogger(__name__)
 health = APIRouter(tags=["health"])
 sessions = APIRouter(prefix="/sessions", tags=["sessions"])
 metrics = APIRouter(tags=["metrics"])
@@ -31,14 +40,35 @@ async def get_manager(request: Request) -> SessionManager:
 Manager = Annotated[SessionManager, Depends(get_manager)]
 
 
-async def get_session(session_id: str, manager: Manager) -> Session:
+async def get_viewer(request: Request, manager: Manager) -> Viewer:
+    """Who the request's ``Authorization: Bearer`` token makes; 401 when it opens nothing."""
+    viewer = authorise(request.app, bearer_token(request.headers))
+    if viewer is None:
+        raise HTTPException(401, "missing or wrong token: send the session's token or the admin token "
+                            "as 'Authorization: Bearer TOKEN'", headers={"WWW-Authenticate": "Bearer"})
+    return viewer
+
+
+ViewerDep = Annotated[Viewer, Depends(get_viewer)]
+
+
+async def get_session(session_id: str, manager: Manager, viewer: ViewerDep) -> Session:
     session = manager.get(session_id)
     if session is None:
         raise HTTPException(404, f"no session {session_id!r}")
+    if not viewer.sees(session):
+        raise HTTPException(403, f"this token does not open session {session_id!r}; use its token "
+                            "or the admin token")
     return session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _cell_visible(cell: Cell, manager: SessionManager, viewer: Viewer) -> bool:
+    """A cell is open to the admin, and to a token that opens every room it has had."""
+    rooms = [manager.get(name) for name in cell.rooms]
+    return viewer.admin or (all(s is not None for s in rooms) and viewer.sees_all(rooms))  # type: ignore[arg-type]
 
 
 async def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
@@ -71,20 +101,27 @@ async def readyz(request: Request, response: Response) -> dict[str, Any]:
 
 
 @sessions.get("")
-async def list_sessions(manager: Manager) -> list[dict[str, Any]]:
-    """Every session with its state and a summary of its statistics."""
-    return [s.summary() for s in manager.sessions.values()]
+async def list_sessions(manager: Manager, viewer: ViewerDep) -> list[dict[str, Any]]:
+    """The sessions this token opens (the admin token: all), with a summary of their statistics."""
+    return [s.summary() for s in manager.sessions.values() if viewer.sees(s)]
 
 
 @sessions.post("", status_code=201, dependencies=[Depends(require_admin)])
-async def create_session(body: dict[str, Any], manager: Manager) -> dict[str, Any]:
-    """Create a session (admin token as ``Authorization: Bearer``)."""
+async def create_session(body: dict[str, Any], manager: Manager, request: Request) -> dict[str, Any]:
+    """Create a session (admin token as ``Authorization: Bearer``).
+
+    Files it names must lie in the receiver's ``trace_dirs`` and ``reference_dirs``; errors
+    say what is wrong without quoting the files."""
     try:
         cfg = SessionConfig(**body)
     except ValidationError as exc:
         raise HTTPException(422, exc.errors(include_url=False, include_context=False, include_input=False)) from None
     try:
+        cfg = check_admin_paths(cfg, request.app.state.settings)
         session = manager.create(cfg)
+    except UnreadableFile as exc:
+        log.warning("POST /sessions %s refused: %s", cfg.id, exc)
+        raise HTTPException(422, exc.public) from None
     except UserError as exc:
         raise HTTPException(409 if "already exists" in str(exc) else 422, str(exc)) from None
     return {"id": session.id, "config": cfg.public()}
@@ -118,17 +155,21 @@ async def session_audio(session: SessionDep) -> Response:
 
 
 @cells.get("")
-async def list_cells(manager: Manager) -> list[dict[str, Any]]:
-    """Every cell: name, split rule, member rooms, capacity now."""
-    return [c.summary() for c in manager.cells.values()]
+async def list_cells(manager: Manager, viewer: ViewerDep) -> list[dict[str, Any]]:
+    """The cells this token opens (all of their rooms): name, split rule, rooms, capacity now."""
+    return [c.summary() for c in manager.cells.values() if _cell_visible(c, manager, viewer)]
 
 
 @cells.get("/{name}/stats")
-async def cell_stats(name: str, manager: Manager, since: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+async def cell_stats(name: str, manager: Manager, viewer: ViewerDep,
+                     since: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
     """Per cell step: capacity, budget, each room's allocation and bits received, fit in C_t T."""
     cell = manager.cells.get(name)
     if cell is None:
         raise HTTPException(404, f"no cell {name!r}")
+    if not _cell_visible(cell, manager, viewer):
+        raise HTTPException(403, f"this token does not open every room of cell {name!r}; use the "
+                            "admin token")
     return cell.stats(since)
 
 

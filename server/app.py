@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from server import api, live, ws
 from server.decoder import BatchDecoder
 from server.enhance import build_enhancer
+from server.limits import ConnectionLimits
 from server.manager import SessionManager
 from server.metrics import ReceiverMetrics
 from server.model import load_codec
@@ -64,6 +65,7 @@ def create_app(settings: ReceiverSettings | None = None, codec: Codec | None = N
     )
     app.state.settings = settings
     app.state.metrics = ReceiverMetrics()
+    app.state.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
     app.state.ready = False
     app.include_router(api.health)
     app.include_router(api.sessions)

@@ -32,6 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sessions-file", help="JSON/TOML file with a list 'sessions'")
     p.add_argument("--admin-token", help="enables POST /sessions (prefer NDPCA_ADMIN_TOKEN)")
     p.add_argument("--record-dir", help="write <session>.wav here when a session finishes")
+    p.add_argument("--trace-dir", action="append", dest="trace_dirs", metavar="DIR",
+                   help="a directory POST /sessions may take traces from (repeat; default channel_traces/)")
+    p.add_argument("--reference-dir", action="append", dest="reference_dirs", metavar="DIR",
+                   help="a directory POST /sessions may take references from (repeat; default data/)")
+    p.add_argument("--hello-timeout", type=float, dest="hello_timeout_s",
+                   help="seconds a websocket has to send its hello (default 5)")
+    p.add_argument("--max-connections", type=int, help="open websockets in total (default 1024)")
+    p.add_argument("--max-connections-per-ip", type=int, help="open websockets per client address (default 128)")
     p.add_argument("--max-batch", type=int, help="steps decoded together at most (default 64)")
     p.add_argument("--threads", type=int, help="torch CPU threads for decoding (default 1)")
     p.add_argument("--enhancer", choices=["identity", "sgmse"], help="enhancement stage (default identity)")
@@ -74,10 +82,10 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.serving import uvicorn_config
 
     settings = settings_from_args(args)
     _check_checkpoint(settings, explicit_arch=args.arch)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, ws_max_size=WS_HARD_LIMIT,
-                log_level="info", log_config=None, access_log=False, ws="websockets-sansio")
+    uvicorn.Server(uvicorn_config(app, settings)).run()
     return 0

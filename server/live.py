@@ -16,7 +16,7 @@ Routes (see ``docs/live.md``):
 Every data route needs a token, as ``Authorization: Bearer TOKEN`` or ``?token=TOKEN`` (a
 browser cannot set headers on a websocket or an ``<audio>`` source): the admin token
 (``NDPCA_ADMIN_TOKEN``) opens every session, a session's own token (the one its edges present)
-opens the sessions that have that token.
+opens the sessions that have that token (the rules are :mod:`server.auth`).
 
 Sessions publish through two small hooks in :class:`server.session.Session`: ``watchers``
 (events set when a step is decoded or the state changes; empty unless a page watches) and
@@ -28,14 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import hmac
 import importlib.metadata
 import importlib.util
 import io
 import json
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,6 +43,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, WebSocket
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.websockets import WebSocketDisconnect
 
+from server.auth import Viewer, authorise, given_token
 from server.manager import SessionManager
 from server.session import TAIL_SECONDS, Session
 from shared.streaming import percentiles
@@ -66,39 +65,6 @@ CLOSE_POLICY, CLOSE_TRY_AGAIN = 1008, 1013
 
 
 # --------------------------------------------------------------------------- authorisation
-
-
-@dataclass(frozen=True)
-class Viewer:
-    """Who holds a token: the admin sees every session, a session token the sessions it opens."""
-
-    admin: bool
-    token: str
-
-    def sees(self, session: Session) -> bool:
-        return self.admin or hmac.compare_digest(self.token.encode(), session.cfg.token.encode())
-
-
-def given_token(headers: Any, query: Any) -> str:
-    """``Authorization: Bearer TOKEN`` or ``?token=TOKEN``."""
-    auth = headers.get("authorization") or ""
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    return (query.get("token") or "").strip()
-
-
-def authorise(app: Any, token: str) -> Viewer | None:
-    """The viewer a token makes, or None when it opens nothing (missing or wrong)."""
-    if not token:
-        return None
-    admin = app.state.settings.admin_token
-    if admin and hmac.compare_digest(token.encode(), admin.encode()):
-        return Viewer(True, token)
-    manager: SessionManager | None = getattr(app.state, "manager", None)
-    viewer = Viewer(False, token)
-    if manager is not None and any(viewer.sees(s) for s in manager.sessions.values()):
-        return viewer
-    return None
 
 
 def _manager(request: Request) -> SessionManager:
@@ -398,7 +364,20 @@ class LiveStream:
 @router.websocket("/ui/live")
 async def live_socket(ws: WebSocket, interval: float = 0.25, session: str | None = None) -> None:
     """The page's live stream (token as ``?token=`` or ``Authorization: Bearer``)."""
+    app = ws.app
+    host = ws.client.host if ws.client else "?"
+    refusal = app.state.limits.acquire(host)
     await ws.accept()
+    if refusal is not None:
+        await _refuse(ws, "too_many_connections", refusal, CLOSE_TRY_AGAIN)
+        return
+    try:
+        await _live(ws, interval, session)
+    finally:
+        app.state.limits.release(host)
+
+
+async def _live(ws: WebSocket, interval: float, session: str | None) -> None:
     app = ws.app
     manager = getattr(app.state, "manager", None)
     if manager is None or not getattr(app.state, "ready", False):

@@ -38,14 +38,27 @@ def capacity_schedule(cfg: SessionConfig, period_s: float) -> tuple[Callable[[in
     return replay.step, info
 
 
-def load_reference(path: str, sample_rate: int) -> np.ndarray:
+class UnreadableFile(ConfigError):
+    """A session's trace or reference file that could not be read.
+
+    ``str(exc)`` is the full message (with the reader's, which may quote the file: for the
+    command line and the log); ``public`` says what is wrong without it (for REST answers).
+    """
+
+    def __init__(self, message: str, public: str) -> None:
+        super().__init__(message)
+        self.public = public
+
+
+def load_reference(path: str, sample_rate: int, field: str = "reference") -> np.ndarray:
     """A reference audio file -> ``[R, N]`` float32."""
     try:
         data, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as exc:
-        raise ConfigError(f"reference {path} cannot be read ({exc}); pass a WAV/FLAC file") from None
+        raise UnreadableFile(f"reference {path} cannot be read ({exc}); pass a WAV/FLAC file",
+                             f"{field}: the file cannot be read as audio; pass a WAV or FLAC file") from None
     if sr != sample_rate:
-        raise ConfigError(f"reference {path} is at {sr} Hz; the codec needs {sample_rate} Hz")
+        raise ConfigError(f"{field} is at {sr} Hz; the codec needs {sample_rate} Hz")
     return np.ascontiguousarray(data.T)
 
 
@@ -76,12 +89,15 @@ class SessionManager:
         else:
             try:
                 schedule, info = capacity_schedule(cfg, self.codec.rate.chunk_seconds)
-            except UserError:
-                raise
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"trace for session {cfg.id!r}: {exc}") from None
-        refs = {name: load_reference(path, self.codec.sample_rate)
-                for name, path in (("snr_db", cfg.reference), ("mics_snr_db", cfg.mics_reference)) if path}
+            except (UserError, OSError, ValueError) as exc:
+                raise UnreadableFile(
+                    f"trace for session {cfg.id!r}: {exc}",
+                    f"trace: the file cannot be read as a channel trace of format {cfg.trace_format!r}; "
+                    "check it with `ndpca traces show FILE` or pass trace_format (the receiver's log has the "
+                    "reader's message)") from None
+        refs = {name: load_reference(path, self.codec.sample_rate, field)
+                for name, field, path in (("snr_db", "reference", cfg.reference),
+                                          ("mics_snr_db", "mics_reference", cfg.mics_reference)) if path}
         if cfg.cell and cell is None:
             cell = Cell(cfg.cell, cfg.cell_rule or "equal", schedule, self.codec.rate,
                         self.codec.cfg.vectors_per_step, info)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +14,13 @@ from shared.errors import ConfigError
 from shared.protocol import MAX_FRAME_BYTES
 
 Mode = Literal["realtime", "lockstep"]
+
+REPO = Path(__file__).resolve().parents[1]
+#: highest constant capacity a session accepts (bit/s): 10 Gbit/s, far above what the codec
+#: can use, and small enough that ``floor(C_t T)`` stays an exact integer on the wire
+MAX_CAPACITY_BPS = 1e10
+#: sources a session may list (source indices are below this)
+MAX_SOURCES = 256
 
 
 class SessionConfig(BaseModel):
@@ -45,18 +52,19 @@ class SessionConfig(BaseModel):
 
     id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     token: str = Field(min_length=1, max_length=512)
-    trace: str | None = None
-    trace_format: str = "auto"
-    trace_options: dict[str, Any] = Field(default_factory=dict)
-    capacity_bps: float | None = Field(None, ge=0, allow_inf_nan=False)
+    trace: str | None = Field(None, max_length=4096)
+    trace_format: str = Field("auto", max_length=32)
+    trace_options: dict[str, Any] = Field(default_factory=dict, max_length=32)
+    capacity_bps: float | None = Field(None, strict=True, ge=0, le=MAX_CAPACITY_BPS, allow_inf_nan=False)
     mode: Mode = "realtime"
-    sources: list[int] | None = None
-    reference: str | None = None
-    mics_reference: str | None = None
-    grace_s: float = Field(0.1, ge=0)
-    start_timeout_s: float = Field(5.0, ge=0)
-    idle_timeout_s: float = Field(10.0, gt=0)
-    lockstep_timeout_s: float = Field(2.0, gt=0)
+    sources: list[Annotated[int, Field(strict=True, ge=0, lt=MAX_SOURCES)]] | None = Field(
+        None, max_length=MAX_SOURCES)
+    reference: str | None = Field(None, max_length=4096)
+    mics_reference: str | None = Field(None, max_length=4096)
+    grace_s: float = Field(0.1, strict=True, ge=0, le=10.0, allow_inf_nan=False)
+    start_timeout_s: float = Field(5.0, strict=True, ge=0, le=3600.0, allow_inf_nan=False)
+    idle_timeout_s: float = Field(10.0, strict=True, gt=0, le=86400.0, allow_inf_nan=False)
+    lockstep_timeout_s: float = Field(2.0, strict=True, gt=0, le=600.0, allow_inf_nan=False)
     cell: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     cell_rule: Literal["equal", "pooled"] | None = None
 
@@ -102,6 +110,16 @@ class ReceiverSettings(BaseSettings):
     max_frame_bytes: int = Field(MAX_FRAME_BYTES, ge=256)
     record_seconds: float = Field(900.0, ge=0)
     record_dir: str | None = None
+    # what sessions created over REST (POST /sessions) may read; see check_admin_paths
+    trace_dirs: list[str] = Field(default_factory=lambda: [str(REPO / "channel_traces")])
+    reference_dirs: list[str] = Field(default_factory=lambda: [str(REPO / "data")])
+    # limits on connections (docs/security.md)
+    hello_timeout_s: float = Field(5.0, gt=0, le=300)  # a websocket must send hello within this
+    max_connections: int = Field(1024, ge=1)  # open websockets (edges and live views) in total
+    max_connections_per_ip: int = Field(128, ge=1)  # open websockets from one client address
+    http_header_timeout_s: float = Field(10.0, gt=0, le=300)  # a request's headers must arrive within this
+    http_keep_alive_s: int = Field(5, ge=1, le=300)  # idle keep-alive HTTP connections are closed after this
+    http_max_concurrency: int = Field(2048, ge=1)  # connections and requests beyond this get 503
 
     def session_configs(self) -> list[SessionConfig]:
         """Sessions from the sessions file and from the single-session fields."""
@@ -147,3 +165,39 @@ def load_sessions_file(path: Path) -> list[SessionConfig]:
         return [SessionConfig(**item) for item in data.get("sessions", [])]
     except (ValidationError, TypeError) as exc:
         raise ConfigError(f"sessions file {path}: {exc}") from None
+
+
+ADMIN_PATH_FIELDS = {"trace": "trace_dirs", "reference": "reference_dirs", "mics_reference": "reference_dirs"}
+
+
+def check_admin_paths(cfg: SessionConfig, settings: ReceiverSettings) -> SessionConfig:
+    """Refuse files outside the configured directories in a session created over REST.
+
+    ``trace`` must lie in ``trace_dirs`` (a ``FILE#RUN`` suffix is kept), ``reference`` and
+    ``mics_reference`` in ``reference_dirs`` (symbolic links are resolved first). The messages
+    name the field and the allowed directories, never the file's path or contents. Returns
+    the configuration with the resolved paths.
+
+    Raises:
+        ConfigError: a path outside the allowed directories, or no such file.
+    """
+    from channel_traces.registry import split_run
+
+    changes: dict[str, str] = {}
+    for name, dirs_field in ADMIN_PATH_FIELDS.items():
+        given = getattr(cfg, name)
+        if given is None:
+            continue
+        file, run = split_run(given) if name == "trace" else (given, None)
+        dirs = [Path(d).resolve() for d in getattr(settings, dirs_field)]
+        allowed = ", ".join(str(d) for d in dirs) or "none"
+        env = f"NDPCA_{dirs_field.upper()}"
+        path = Path(file).resolve()
+        if not any(path.is_relative_to(d) for d in dirs):
+            raise ConfigError(f"{name}: the file is outside the allowed directories ({allowed}); put it "
+                              f"in one of them, or add its directory to {env} (--{dirs_field[:-1].replace('_', '-')})")
+        if not path.is_file():
+            raise ConfigError(f"{name}: no such file in the allowed directories ({allowed}); "
+                              "give a path to an existing file")
+        changes[name] = str(path) + (f"#{run}" if run is not None else "")
+    return cfg.model_copy(update=changes)

@@ -1,7 +1,9 @@
 """The edge websocket endpoint: a thin shell around :mod:`shared.protocol` and sessions.
 
 Every bad frame gets an :class:`~shared.protocol.Error` frame and the close code of
-``shared.protocol.ERROR_CLOSE_CODES``; it only ever affects its own connection.
+``shared.protocol.ERROR_CLOSE_CODES``; it only ever affects its own connection. A connection
+over the receiver's limits (:mod:`server.limits`) is refused with ``too_many_connections``
+(1013); one that sends no hello within ``hello_timeout_s`` with ``hello_timeout`` (1008).
 """
 
 from __future__ import annotations
@@ -50,21 +52,48 @@ async def _writer(ws: WebSocket, link: EdgeLink) -> None:
             return
 
 
+async def _refuse(ws: WebSocket, err: P.ProtocolError) -> None:
+    """Tell a connection why it is refused (error frame), then close it."""
+    with contextlib.suppress(Exception):
+        await ws.send_bytes(err.to_frame())
+        await ws.close(code=err.close_code, reason=err.code)
+
+
 @router.websocket("/ws")
 async def edge_socket(ws: WebSocket) -> None:
     app = ws.app
     if not getattr(app.state, "ready", False):
         await ws.close(code=P.CLOSE_GOING_AWAY, reason="receiver not ready")
         return
+    host = ws.client.host if ws.client else "?"
+    refusal = app.state.limits.acquire(host)
     await ws.accept()
+    if refusal is not None:
+        app.state.metrics.errors.labels("too_many_connections").inc()
+        log.warning("refused a websocket from %s: %s", host, refusal)
+        await _refuse(ws, P.ProtocolError("too_many_connections", refusal))
+        return
+    try:
+        await _serve_edge(ws)
+    finally:
+        app.state.limits.release(host)
+
+
+async def _serve_edge(ws: WebSocket) -> None:
+    app = ws.app
     manager, metrics = app.state.manager, app.state.metrics
     max_bytes = app.state.settings.max_frame_bytes
+    hello_timeout = app.state.settings.hello_timeout_s
     link = EdgeLink(-1)
     writer = asyncio.create_task(_writer(ws, link))
     session: Session | None = None
     peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
     try:
-        hello, _ = await _receive(ws, max_bytes)
+        try:
+            hello, _ = await asyncio.wait_for(_receive(ws, max_bytes), hello_timeout)
+        except TimeoutError:
+            raise P.ProtocolError("hello_timeout", f"no hello within {hello_timeout:g} s of connecting; "
+                                  "send hello as the first frame") from None
         if not isinstance(hello, P.Hello):
             raise P.ProtocolError("unexpected_message", f"expected hello first, got {hello.type}")
         found = manager.get(hello.session)

@@ -23,7 +23,7 @@ import uvicorn
 from edge_client.client import EdgeClient, EdgeConfig
 from edge_client.encoder import LiveEncoder
 from server.app import create_app
-from server.cli import WS_HARD_LIMIT
+from server.serving import uvicorn_config
 from server.settings import ReceiverSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,9 +54,8 @@ class Receiver:
 
     def start(self) -> None:
         app = create_app(self.settings, codec=self.codec)
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, ws_max_size=WS_HARD_LIMIT,
-                                log_level="warning", ws="websockets-sansio", lifespan="on",
-                                log_config=None)
+        config = uvicorn_config(app, self.settings, host="127.0.0.1", port=self.port,
+                                log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -83,18 +82,28 @@ class Receiver:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def get(self, path: str, **kw: Any) -> httpx.Response:
+    def get(self, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
+        """GET ``path``; with ``token``, as ``Authorization: Bearer token``."""
+        if token is not None:
+            kw["headers"] = {**kw.get("headers", {}), "Authorization": f"Bearer {token}"}
         return httpx.get(self.http + path, timeout=10, **kw)
 
+    def token(self, session: str) -> str:
+        """The token that opens ``session``: the admin token if there is one, else its own."""
+        if self.settings.admin_token:
+            return self.settings.admin_token
+        found = self.app.state.manager.get(session)
+        return found.cfg.token if found is not None else ""
+
     def stats(self, session: str) -> dict[str, Any]:
-        r = self.get(f"/sessions/{session}/stats")
+        r = self.get(f"/sessions/{session}/stats", self.token(session))
         r.raise_for_status()
         return r.json()
 
     def wait_state(self, session: str, state: str, timeout: float = 30) -> dict[str, Any]:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            r = self.get(f"/sessions/{session}")
+            r = self.get(f"/sessions/{session}", self.token(session))
             if r.status_code == 200 and r.json()["state"] == state:
                 return r.json()
             time.sleep(0.05)
@@ -103,7 +112,7 @@ class Receiver:
     def audio(self, session: str) -> np.ndarray:
         import io
 
-        r = self.get(f"/sessions/{session}/audio")
+        r = self.get(f"/sessions/{session}/audio", self.token(session))
         r.raise_for_status()
         data, _ = sf.read(io.BytesIO(r.content), dtype="float32", always_2d=True)
         return data.T

@@ -38,12 +38,12 @@ def test_health_and_readiness(receiver):
 def test_sessions_listing_and_stats(receiver):
     """Configured sessions are listed; stats carry rate config, trace, model; 404 for others."""
     rx, _ = receiver
-    listed = rx.get("/sessions").json()
+    listed = rx.get("/sessions", "tok").json()
     assert [s["id"] for s in listed] == ["room"] and listed[0]["state"] == "waiting"
-    stats = rx.get("/sessions/room/stats").json()
+    stats = rx.get("/sessions/room/stats", "tok").json()
     assert stats["rate"]["sigma2"] == 1.0 and stats["trace"]["kind"] == "constant"
     assert "token" not in stats["config"] and stats["steps"] == []
-    assert rx.get("/sessions/none/stats").status_code == 404
+    assert rx.get("/sessions/none/stats", "tok").status_code == 404
 
 
 def test_create_session_needs_admin_token(receiver):
@@ -65,7 +65,7 @@ def test_create_session_needs_admin_token(receiver):
     assert tmp.status_code == 201
     assert httpx.delete(url + "/tmp").status_code == 401
     assert httpx.delete(url + "/tmp", headers={"Authorization": "Bearer admin-secret"}).status_code == 204
-    assert rx.get("/sessions/tmp").status_code == 404
+    assert rx.get("/sessions/tmp", "admin-secret").status_code == 404
 
 
 def test_metrics_and_openapi(receiver):

@@ -29,7 +29,7 @@ def test_three_rooms_share_a_cell_and_redistribute_when_one_leaves():
         r = httpx.post(rx.http + "/sessions", headers=head, timeout=10, json={
             "id": "d", "token": TOKEN, "cell": "uplink", "cell_rule": "equal"})
         assert r.status_code == 409 and "pooled" in r.json()["detail"]
-        cells = rx.get("/cells").json()
+        cells = rx.get("/cells", TOKEN).json()
         assert cells[0]["name"] == "uplink" and cells[0]["rule"] == "pooled"
         assert cells[0]["members"] == ["a", "b", "c"]
         torch.manual_seed(0)
@@ -41,8 +41,8 @@ def test_three_rooms_share_a_cell_and_redistribute_when_one_leaves():
             assert all(isinstance(x, dict) for x in e.join(90))
         for room in lengths:
             rx.wait_state(room, "finished", 30)
-        stats = rx.get("/cells/uplink/stats").json()
-        assert rx.get("/cells/nowhere/stats").status_code == 404
+        stats = rx.get("/cells/uplink/stats", TOKEN).json()
+        assert rx.get("/cells/nowhere/stats", ADMIN).status_code == 404
     steps = stats["steps"]
     assert stats["all_fit"] and steps
     for st in steps:
