@@ -61,7 +61,7 @@ def setup(tmp_path_factory):
 
 
 def hello(codec, **kw):
-    base = dict(v=1, type="hello", session="A", source=0, token=TOKEN_A, sample_rate=codec.sample_rate,
+    base = dict(v=P.PROTOCOL_VERSION, type="hello", session="A", source=0, token=TOKEN_A, sample_rate=codec.sample_rate,
                 model_hash=codec.sha256)
     base.update(kw)
     return msgpack.packb(base, use_bin_type=True)
@@ -97,11 +97,12 @@ def join(ws, codec, session="A", token=TOKEN_A):
 
 
 def chunk(codec, alloc, **kw):
-    payload = codec.coder.encode(np.zeros((codec.cfg.vectors_per_step, alloc.k), dtype=np.float32))
+    zeros = np.zeros((codec.cfg.vectors_per_step, alloc.k), dtype=np.float32)
     base = dict(seq=alloc.step, capture_time=time.time(), k=alloc.k, k_allocated=alloc.k,
-                alloc_step=alloc.step, quant_step=codec.coder.step, payload=payload)
+                alloc_step=alloc.step, quant_step=codec.coder.step, payload=codec.coder.encode(zeros),
+                crc=codec.coder.checksum(zeros))
     base.update(kw)
-    return msgpack.packb(dict(v=1, type="chunk", **base), use_bin_type=True)
+    return msgpack.packb(dict(v=P.PROTOCOL_VERSION, type="chunk", **base), use_bin_type=True)
 
 
 # --------------------------------------------------------------------------- tokens
