@@ -8,17 +8,17 @@ a session needs ``Authorization: Bearer TOKEN`` with the session's token or the 
 from __future__ import annotations
 
 import hmac
-import io
 import logging
 from typing import Annotated, Any
 
-import soundfile as sf
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from server.auth import Viewer, authorise, bearer_token
 from server.cell import Cell
 from server.manager import SessionManager, UnreadableFile
+from server.recording import wav_header
 from server.session import Session
 from server.settings import SessionConfig, check_admin_paths
 from shared.errors import UserError
@@ -148,10 +148,14 @@ async def session_stats(session: SessionDep, since: Annotated[int, Query(ge=0)] 
 
 @sessions.get("/{session_id}/audio", response_class=Response)
 async def session_audio(session: SessionDep) -> Response:
-    """The decoded audio recorded so far, as a float WAV with one channel per microphone."""
-    buf = io.BytesIO()
-    sf.write(buf, session.audio().T, session.codec.sample_rate, format="WAV", subtype="FLOAT")
-    return Response(buf.getvalue(), media_type="audio/wav")
+    """The decoded audio recorded so far, as a float WAV with one channel per microphone,
+    streamed from the session's recording on disk (server/recording.py)."""
+    rec = session.recording
+    if rec is None or not rec.started:  # nothing decoded yet: an empty WAV
+        return Response(wav_header(0, session.out_channels, session.codec.sample_rate), media_type="audio/wav")
+    frames = await rec.sync()
+    return StreamingResponse(rec.wav_chunks(frames), media_type="audio/wav",
+                             headers={"Content-Length": str(rec.wav_bytes(frames))})
 
 
 @cells.get("")

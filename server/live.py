@@ -20,7 +20,8 @@ opens the sessions that have that token (the rules are :mod:`server.auth`).
 
 Sessions publish through two small hooks in :class:`server.session.Session`: ``watchers``
 (events set when a step is decoded or the state changes; empty unless a page watches) and
-``tail`` (the newest ``TAIL_SECONDS`` of output, shared with the recording).
+``tail`` (the newest ``TAIL_SECONDS`` of output while the session runs; a finished session's
+player reads the end of its recording on disk).
 """
 
 from __future__ import annotations
@@ -471,7 +472,10 @@ async def recent_wav(request: Request, session_id: str,
     """The newest ``seconds`` of decoded (or enhanced) output as 16-bit WAV; ``channel`` picks
     one output channel (a microphone, or 0 for enhanced speech), default all."""
     s = visible_session(request, session_id)
-    audio = recent_audio(s, seconds)
+    if s.state == "finished" and s.recording is not None:  # its tail was released: from disk
+        audio = await s.recording.read_tail(int(seconds * s.codec.sample_rate))
+    else:
+        audio = recent_audio(s, seconds)
     if channel is not None:
         if channel >= audio.shape[0]:
             raise HTTPException(422, f"channel {channel} out of range: the output has {audio.shape[0]}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import soundfile as sf
 from server.cell import Cell
 from server.decoder import BatchDecoder
 from server.metrics import ReceiverMetrics
+from server.recording import RecordingStore
 from server.session import Session
 from server.settings import SessionConfig
 from shared.codec import Codec
@@ -70,6 +72,7 @@ class SessionManager:
         self.metrics = metrics
         self.record_seconds = record_seconds
         self.record_dir = Path(record_dir) if record_dir else None
+        self.store = RecordingStore(self.record_dir)  # decoded audio on disk (server/recording.py)
         self.sessions: dict[str, Session] = {}
         self.cells: dict[str, Cell] = {}
 
@@ -103,7 +106,7 @@ class SessionManager:
                         self.codec.cfg.vectors_per_step, info)
             self.cells[cfg.cell] = cell
         session = Session(cfg, self.codec, self.decoder, self.metrics, schedule, info, refs,
-                          self.record_seconds, on_finish=self._on_finish, cell=cell)
+                          self.record_seconds, on_finish=self._on_finish, cell=cell, store=self.store)
         if cell is not None:
             cell.join(cfg.id, weighted_singular_values(self.codec.bases, self.codec.source_weights),
                       session._active)
@@ -122,16 +125,14 @@ class SessionManager:
         if session is None:
             return False
         await session.stop(reason="session deleted")
+        await session.release()
         self._update_gauge()
         return True
 
     def _on_finish(self, session: Session) -> None:
         self._update_gauge()
-        if self.record_dir is not None:
-            self.record_dir.mkdir(parents=True, exist_ok=True)
-            path = self.record_dir / f"{session.id}.wav"
-            sf.write(path, session.audio().T, self.codec.sample_rate, subtype="FLOAT")
-            log.info("session %s: decoded audio written to %s", session.id, path)
+        if session.recording is not None:
+            log.info("session %s: decoded audio in %s", session.id, session.recording.path)
 
     def _update_gauge(self) -> None:
         for state in ("waiting", "running", "finished"):
@@ -139,5 +140,12 @@ class SessionManager:
             self.metrics.sessions.labels(state).set(n)
 
     async def shutdown(self) -> None:
+        """Stop every session, let the decoder deliver what it has, and close the recordings
+        (a restarted receiver appends to them)."""
         for session in self.sessions.values():
             await session.stop()
+        with contextlib.suppress(TimeoutError):
+            await self.decoder.drain(5.0)
+        for session in self.sessions.values():
+            await session.release()
+        await self.store.close()

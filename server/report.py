@@ -50,12 +50,10 @@ def step_entry(step: int, t: float, plan: Plan, active: Iterable[int], items: Ma
     }
 
 
-def snr_db(block: np.ndarray, reference: np.ndarray, start: int) -> float | None:
-    """SNR (dB) of decoded audio ``[M, n]`` against a reference ``[R, N]`` from sample ``start``.
-
-    All microphones (energies pooled) when R == M; otherwise decoded microphone 0 against
-    reference channel 0. None where the reference has no samples or no energy.
-    """
+def snr_energies(block: np.ndarray, reference: np.ndarray, start: int) -> tuple[float, float] | None:
+    """Signal and error energies of decoded audio ``[M, n]`` against a reference ``[R, N]``
+    from sample ``start``: all microphones pooled when R == M; otherwise decoded microphone 0
+    against reference channel 0. None where the reference has no samples there."""
     n = block.shape[-1]
     ref = reference[:, start : start + n].astype(np.float64)
     if ref.shape[-1] == 0:
@@ -64,11 +62,21 @@ def snr_db(block: np.ndarray, reference: np.ndarray, start: int) -> float | None
         dec = block[:, : ref.shape[-1]]
     else:
         ref, dec = ref[:1], block[:1, : ref.shape[-1]]
-    signal = float(np.sum(ref**2))
+    return float(np.sum(ref**2)), float(np.sum((ref - dec) ** 2))
+
+
+def db(signal: float, noise: float) -> float | None:
+    """``10 log10(signal / noise)``; None without signal energy."""
     if signal <= 0:
         return None
-    noise = float(np.sum((ref - dec) ** 2))
     return 10 * math.log10(signal / max(noise, 1e-20))
+
+
+def snr_db(block: np.ndarray, reference: np.ndarray, start: int) -> float | None:
+    """SNR (dB) of decoded audio ``[M, n]`` against a reference ``[R, N]`` from sample ``start``
+    (see :func:`snr_energies`). None where the reference has no samples or no energy."""
+    energies = snr_energies(block, reference, start)
+    return None if energies is None else db(*energies)
 
 
 def session_summary(s: Session) -> dict[str, Any]:
@@ -79,7 +87,7 @@ def session_summary(s: Session) -> dict[str, Any]:
         "mode": s.cfg.mode,
         "epoch": s.clock.epoch,
         "first_step": s.first_step,
-        "steps": len(steps),
+        "steps": s.previous_steps + len(steps),
         "connected": sorted(s.links),
         "expected": sorted(s.expected),
         "output_samples": s.samples_out,
@@ -87,8 +95,11 @@ def session_summary(s: Session) -> dict[str, Any]:
         "late_chunks": s.late,
         "missing_chunks": s.missing,
         "duplicate_chunks": s.duplicates,
-        "bits_received": int(sum(st["bits_total"] for st in steps)),
-        "steps_within_budget": int(sum(st["bits_total"] <= st["budget_bits"] for st in steps)),
+        "outage_steps": s.outage_steps,
+        "restarts": s.restarts,
+        "recorded_samples": s.recorded,
+        "bits_received": int(s.bits_received),
+        "steps_within_budget": int(s.steps_within_budget),
         "decode_ms": percentiles(s.decode_ms),
         "e2e_ms": percentiles(s.e2e_ms),
         "quality": s.quality_summary(),

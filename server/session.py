@@ -33,7 +33,8 @@ import torch
 from server.cell import Cell
 from server.decoder import BatchDecoder, DecodeJob
 from server.metrics import ReceiverMetrics
-from server.report import session_stats, session_summary, snr_db, step_entry
+from server.recording import RecordingStore, max_frames
+from server.report import db, session_stats, session_summary, snr_energies, step_entry
 from server.settings import SessionConfig
 from shared import protocol as P
 from shared.codec import Codec, Plan
@@ -116,7 +117,7 @@ class Session:
                  metrics: ReceiverMetrics, capacity: Callable[[int], tuple[float, float]],
                  trace_info: dict[str, Any], references: dict[str, np.ndarray] | None = None,
                  record_seconds: float = 900.0, on_finish: Callable[[Session], None] | None = None,
-                 cell: Cell | None = None) -> None:
+                 cell: Cell | None = None, store: RecordingStore | None = None) -> None:
         self.cfg = cfg
         self.cell = cell
         self.id = cfg.id
@@ -137,7 +138,12 @@ class Session:
         out_channels = getattr(decoder.enhancer, "out_channels", None)
         self.out_channels = out_channels(codec.cfg.num_mics) if out_channels else codec.cfg.num_mics
         self.istft = StreamingISTFT(codec.preset, self.out_channels)
-        self.record_limit = int(record_seconds * codec.sample_rate)
+        self.record_limit = min(int(record_seconds * codec.sample_rate), max_frames(self.out_channels))
+        # decoded audio goes to disk as it is produced (server/recording.py), never kept whole
+        self.recording = store.open(self.id, codec.sample_rate, self.out_channels, codec.sha256) \
+            if store is not None else None
+        if self.recording is not None:
+            self.recording.meta = self._record_meta
         self.state = "waiting"
         self.created = time.time()
         self.links: dict[int, EdgeLink] = {}
@@ -152,16 +158,24 @@ class Session:
         self.plans: dict[int, OpenPlan] = {}
         self.step_stats: dict[int, dict[str, Any]] = {}
         self.steps: list[dict[str, Any]] = []
-        self.output: list[np.ndarray] = []
         self.samples_out = 0
         self.recorded = 0
         self.output_offset = 0
         self.decode_ms: list[float] = []
         self.e2e_ms: list[float] = []
         self.quality: dict[str, list[float]] = {name: [] for name in self.references}
+        # per reference: signal and error energies summed over the whole output (final SNR)
+        self.quality_energy: dict[str, list[float]] = {name: [0.0, 0.0] for name in self.references}
         self.final_quality: dict[str, float | None] = {}
         self.late = self.missing = self.duplicates = 0
         self.error: str | None = None  # why the session could not go on (None: it did not fail)
+        self.bits_received = self.steps_within_budget = 0
+        # the step after the last decoded one, and the sources still streaming in it
+        self.decoded_next = 0
+        self.decoded_active: list[int] = []
+        # earlier runs of this recording (receiver restarts, see _resume)
+        self.previous_steps = self.outage_steps = 0
+        self.restarts: list[dict[str, int]] = []
         self.finished_event = asyncio.Event()
         # live view (server/live.py): the newest output blocks, and events set on every change
         self.tail: deque[np.ndarray] = deque()
@@ -185,6 +199,14 @@ class Session:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    async def release(self) -> None:
+        """Close the recording (after :meth:`stop`, once the decoder delivered what it had) and
+        wait until it is on disk; a finished session closed it when it finished."""
+        if self.recording is not None and not self.recording.closed:
+            done = self.recording.close("stopped")
+            if done is not None:
+                await asyncio.wrap_future(done)
 
     def wake(self) -> None:
         self._wake.set()
@@ -346,9 +368,60 @@ class Session:
         self.opened = self.first_step - 1
         self.buffer.skip_to(self.first_step)
         self.output_offset = self.first_step * self.codec.chunk_samples
+        self.decoded_next = self.first_step
         self.state = "running"
+        rec = self.recording
+        if rec is not None and not rec.started:
+            prev = rec.previous
+            if (prev is not None and prev.get("epoch") == epoch and prev.get("state") != "finished"
+                    and isinstance(prev.get("next_step"), int) and prev["next_step"] <= self.first_step):
+                self._resume(prev)
+            else:
+                rec.start(self.output_offset)
         log.info("session %s started (%s, step %d)", self.id, self.cfg.mode, self.first_step)
         self._notify()
+
+    def _resume(self, prev: dict[str, Any]) -> None:
+        """Append to the recording an earlier run of the receiver left for this clock (same
+        epoch): its samples stay, the steps it did not decode before the restart are recorded
+        as silence and counted missing (one chunk per source active at its last step), and
+        its counters carry over."""
+        assert self.recording is not None
+        self.recording.start(0, resume=True)
+        stopped = prev["next_step"]
+        outage = self.first_step - stopped
+        lost = outage * len(prev.get("active", []))
+        self.previous_steps = int(prev.get("steps", 0))
+        self.late += int(prev.get("late", 0))
+        self.missing += int(prev.get("missing", 0)) + lost
+        self.duplicates += int(prev.get("duplicates", 0))
+        self.bits_received += int(prev.get("bits_received", 0))
+        self.steps_within_budget += int(prev.get("steps_within_budget", 0))
+        self.outage_steps = int(prev.get("outage_steps", 0)) + outage
+        self.restarts = [*prev.get("restarts", []),
+                         {"stopped_at_step": stopped, "resumed_at_step": self.first_step, "missing_chunks": lost}]
+        energy = prev.get("quality_energy", {})
+        for name in self.quality_energy:
+            if isinstance(energy.get(name), list) and len(energy[name]) == 2:
+                self.quality_energy[name] = [float(v) for v in energy[name]]
+        if lost:
+            self.metrics.missing.labels(self.id).inc(lost)
+        self.output_offset = self.recording.offset
+        self.samples_out = self.recorded = self.recording.samples
+        self._pad(self.first_step * self.codec.chunk_samples - self.output_offset - self.samples_out)
+        log.info("session %s resumes its recording at step %d: %d steps lost to the restart "
+                 "(from step %d), %d chunks counted missing", self.id, self.first_step, outage, stopped, lost)
+
+    def _record_meta(self) -> dict[str, Any]:
+        """The counters the recording's side file keeps (see server/recording.py)."""
+        return {
+            "epoch": self.clock.epoch, "state": self.state, "next_step": self.decoded_next,
+            "active": self.decoded_active, "steps": self.previous_steps + len(self.steps),
+            "late": self.late, "missing": self.missing, "duplicates": self.duplicates,
+            "bits_received": self.bits_received, "steps_within_budget": self.steps_within_budget,
+            "outage_steps": self.outage_steps, "restarts": self.restarts,
+            "quality_energy": self.quality_energy,
+        }
 
     def _active(self) -> frozenset[int]:
         return frozenset(s for s in self.links if not self.sources[s].finished)
@@ -497,6 +570,8 @@ class Session:
                            self.n_sources, list(self.references))
         self.step_stats[n] = entry
         self.steps.append(entry)
+        self.bits_received += entry["bits_total"]
+        self.steps_within_budget += entry["bits_total"] <= entry["budget_bits"]
         for old in [k for k in self.step_stats if k < n - PLAN_HISTORY]:
             del self.step_stats[old]
         if self.cell is not None:
@@ -518,13 +593,16 @@ class Session:
             self.fail(f"decoding step {job.step} failed ({job.error})")
             return
         start = self._append(audio)
+        scores = self._score(audio.numpy(), start)
+        self.decoded_next = job.step + 1
         entry = self.step_stats.get(job.step)
         if entry is None:
             return
-        for name, ref in self.references.items():
-            entry[name] = snr_db(audio.numpy(), ref, start) if audio.shape[-1] else None
-            if entry[name] is not None:
-                self.quality[name].append(entry[name])
+        self.decoded_active = [s for s in entry["active"] if self.final_seq.get(s, math.inf) > job.step]
+        for name, value in scores.items():
+            entry[name] = value
+            if value is not None:
+                self.quality[name].append(value)
         entry["decode_ms"] = (done - job.closed_at) * 1e3
         entry["decode_wait_ms"] = (job.started_at - job.closed_at) * 1e3
         entry["decode_compute_ms"] = job.compute_s * 1e3
@@ -539,6 +617,20 @@ class Session:
         self.metrics.steps.labels(self.id).inc()
         self._notify()
 
+    def _score(self, block: np.ndarray, start: int) -> dict[str, float | None]:
+        """SNR (dB) of a decoded block ``[M, n]`` against each reference; adds its energies to
+        the whole output's (the final score)."""
+        out: dict[str, float | None] = {}
+        for name, ref in self.references.items():
+            energies = snr_energies(block, ref, start) if block.shape[-1] else None
+            out[name] = None
+            if energies is not None:
+                total = self.quality_energy[name]
+                total[0] += energies[0]
+                total[1] += energies[1]
+                out[name] = db(*energies)
+        return out
+
     def _append(self, audio: torch.Tensor) -> int:
         """Record a decoded block ``[M, n]``; returns its first sample's index in the stream."""
         block = audio.numpy()
@@ -546,18 +638,31 @@ class Session:
         self.samples_out += block.shape[-1]
         if self.recorded < self.record_limit and block.shape[-1]:
             keep = block[:, : self.record_limit - self.recorded]
-            self.output.append(keep)
+            if self.recording is not None:
+                self.recording.append(keep)
             self.recorded += keep.shape[-1]
-        if block.shape[-1]:  # the live view's player: the newest TAIL_SECONDS, shared with output
+        if block.shape[-1]:  # the live view's player: the newest TAIL_SECONDS (the same arrays)
             self.tail.append(block)
             self.tail_samples += block.shape[-1]
             while self.tail_samples - self.tail[0].shape[-1] >= TAIL_SECONDS * self.codec.sample_rate:
                 self.tail_samples -= self.tail.popleft().shape[-1]
         return start
 
+    def _pad(self, n: int) -> None:
+        """``n`` samples of silence in the output (steps lost to a receiver restart)."""
+        if n <= 0:
+            return
+        self.samples_out += n
+        keep = min(n, max(0, self.record_limit - self.recorded))
+        if self.recording is not None:
+            self.recording.pad(keep)
+        self.recorded += keep
+
     def _submit_finish(self) -> None:
         self._finish_submitted = True
-        length = None if self.length is None else self.length - self.output_offset
+        # this run's inverse STFT started at its first step (after a restart, not where the
+        # recording starts)
+        length = None if self.length is None else self.length - self.first_step * self.codec.chunk_samples
         self.decoder.submit(DecodeJob(
             key=self.id, step=-1, coeffs=[], valid_frames=0, postprocess=None,
             finish=lambda: self.istft.finish(length), done=self._finished,
@@ -567,17 +672,21 @@ class Session:
         if job.error is not None:
             self.fail(f"flushing the decoded audio failed ({job.error})")
             return
-        self._append(audio)
+        start = self._append(audio)
+        self._score(audio.numpy(), start)
         self._finish_now()
 
     def _finish_now(self) -> None:
         self.state = "finished"
         if self.cell is not None:
             self.cell.leave(self.id)
-        if self.output:
-            audio = self.audio()
-            for name, ref in self.references.items():
-                self.final_quality[f"{name}_overall"] = snr_db(audio, ref, self.output_offset)
+        for name, energies in self.quality_energy.items():
+            self.final_quality[f"{name}_overall"] = db(*energies)
+        if self.recording is not None:
+            # the audio is on disk: the player of a finished session reads it from there
+            self.recording.close("finished")
+            self.tail.clear()
+            self.tail_samples = 0
         for link in list(self.links.values()):
             link.send(P.Bye(reason="session finished"))
             link.close(P.CLOSE_NORMAL, "session finished")
@@ -590,13 +699,6 @@ class Session:
         self._notify()
 
     # ------------------------------------------------------------------ reporting
-    def audio(self) -> np.ndarray:
-        """Output audio recorded so far ``[C, n]``: the M decoded microphones, or the enhanced
-        speech (C = 1) with the ``sgmse`` stage on the reference microphone."""
-        if not self.output:
-            return np.zeros((self.out_channels, 0), dtype=np.float32)
-        return np.concatenate(self.output, axis=-1)
-
     def summary(self) -> dict[str, Any]:
         return session_summary(self)
 
