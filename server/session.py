@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: steps whose plans are kept after closing, to check late chunks against their allocation
 PLAN_HISTORY = 256
+#: lockstep: steps closed but not yet decoded before the next opens (a simulation as fast as the
+#: decoder goes never queues ahead of the real-time sessions sharing the decoder)
+LOCKSTEP_IN_FLIGHT = 2
 #: seconds of the newest output kept for the live view's player even past ``record_seconds``
 TAIL_SECONDS = 30.0
 #: a chunk's capture time may be this far (s) from the receiver's clock
@@ -536,6 +539,8 @@ class Session:
             if n > self.opened:
                 if self._ending or not self._active():
                     return None
+                if n - self.decoded_next >= LOCKSTEP_IN_FLIGHT:
+                    return None  # woken when the decoder delivers: no backlog for other sessions
                 self._open(n, now)
             waiting = self._waiting_for(n)
             timed_out = now - self.plans[n].opened_at >= self.cfg.lockstep_timeout_s
@@ -595,6 +600,8 @@ class Session:
         start = self._append(audio)
         scores = self._score(audio.numpy(), start)
         self.decoded_next = job.step + 1
+        if self.cfg.mode == "lockstep":
+            self.wake()
         entry = self.step_stats.get(job.step)
         if entry is None:
             return
