@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "ndpca.demo",
     "ndpca.bench_enhancer",
     "ndpca.cells_bench",
+    "ndpca.loadtest",
 )
 
 
