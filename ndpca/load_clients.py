@@ -4,7 +4,9 @@ Everything that is not a well-behaved real-time edge runs here, so that its CPU 
 time never delay the well-behaved edges of ``ndpca loadtest`` (that process runs only those):
 
 - **long**: a lockstep session of ``long_seconds`` of audio, its four edges sending as fast as
-  the receiver allocates; it finishes while the real-time sessions run;
+  the receiver decodes; it runs before the real-time sessions start, up to its last
+  ``long_tail_s`` seconds, which it streams ``long_finish_at_s`` after they started, so that
+  it finishes (and its recording is closed) while they run;
 - **downloads**: ``downloaders`` clients fetching ``GET /sessions/long/audio`` (and the
   real-time sessions' audio) again and again, checking every WAV's length;
 - **floods**: ``flood_rate`` bad inputs a second, in turn: a garbage binary frame, a text
@@ -72,15 +74,25 @@ class Clients:
         # the costly part first (codec, coefficients of every chunk), then tell the load test
         long_edges = await asyncio.to_thread(self._edges, "long", False, self.cfg["long_seconds"])
         churn_edges = await asyncio.to_thread(self._edges, "churn", True, self.cfg["seconds"])
+        # the long session up to its last seconds, before the real-time sessions start
+        gate = asyncio.Event()
+        hold_at = max(0, long_edges[0].encoder.n_chunks - round(self.cfg["long_tail_s"] / long_edges[0].period))
+        for e in long_edges:
+            e.gate, e.hold_at = gate, hold_at
+        long_task = asyncio.create_task(self._long_session(long_edges))
+        t_pre = time.time()
+        while not all(e.next_seq >= hold_at or e.done for e in long_edges) and not long_task.done():
+            await asyncio.sleep(0.1)
+        self.long["before_real_time_s"] = time.time() - t_pre
         Path(self.cfg["ready"]).write_text("ready\n")
         self.t0 = time.time()
-        tasks = [asyncio.create_task(c) for c in (
-            self._long_session(long_edges), self._churn(churn_edges), self._flood(),
+        tasks = [long_task, *(asyncio.create_task(c) for c in (
+            self._open_gate(gate), self._churn(churn_edges), self._flood(),
             *(self._downloader(i) for i in range(self.cfg["downloaders"])),
             *(self._ws_never_hello(i) for i in range(self.cfg["slow_ws"])),
             *(self._slow_reader(i) for i in range(self.cfg["slow_readers"])),
             *(self._unfinished_request(i) for i in range(self.cfg["slow_requests"])),
-        )]
+        ))]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), self.cfg["max_seconds"])
         self.stop.set()
@@ -118,6 +130,14 @@ class Clients:
             """An edge whose current websocket the load test can abort."""
 
             ws: Any = None
+            gate: asyncio.Event | None = None  # the long session waits here before chunk hold_at
+            hold_at = 0
+
+            async def _next_allocation(self, reader: asyncio.Task) -> Any:
+                alloc = await super()._next_allocation(reader)
+                if alloc is not None and self.gate is not None and self.next_seq >= self.hold_at:
+                    await self.gate.wait()
+                return alloc
 
             async def _connection(self, ws: Any) -> None:
                 self.ws = ws
@@ -137,8 +157,13 @@ class Clients:
                                         retry_for_s=30), codec, PrecomputedEncoder(codec, s, mics[g]))
                 for s, g in enumerate(codec.mic_groups)]
 
+    async def _open_gate(self, gate: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), self.cfg["long_finish_at_s"])
+        self.long["tail_started_at_s"] = self.now()
+        gate.set()
+
     async def _long_session(self, edges: list) -> None:
-        self.long["started_at_s"] = self.now()
         results = await asyncio.gather(*(e.run() for e in edges), return_exceptions=True)
         self.long["edges_done_at_s"] = self.now()
         self.edge_results["long"] = [r if isinstance(r, str) else "ok" if isinstance(r, dict) else repr(r)

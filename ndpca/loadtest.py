@@ -44,6 +44,8 @@ class LoadConfig:
     sessions: int = 8  # well-behaved 4-source real-time sessions
     seconds: float = 60.0  # audio each of them streams (real time)
     long_seconds: float = 300.0  # audio of the long lockstep session (its recording is downloaded)
+    long_tail_s: float = 2.0  # its last seconds, streamed during the real-time sessions
+    long_finish_at_s: float = 10.0  # ... this long after they started
     downloaders: int = 3  # clients downloading audio over and over
     download_pause_s: float = 0.5
     flood_rate: float = 20.0  # bad inputs a second
@@ -134,7 +136,8 @@ def run_load(cfg: LoadConfig, checkpoint: Path, room: Path, out: Path, trace: Pa
         wait_ready(base, rx, rx_log)
         for sid, mode in [*((s, "realtime") for s in rt), ("churn", "realtime"), ("long", "lockstep")]:
             r = httpx.post(f"{base}/sessions", headers=auth, timeout=10, json={
-                "id": sid, "token": token, "mode": mode, "start_timeout_s": cfg.start_timeout_s, **channel})
+                "id": sid, "token": token, "mode": mode, "start_timeout_s": cfg.start_timeout_s, **channel,
+                "lockstep_timeout_s": 3600.0, "idle_timeout_s": 3600.0 if mode == "lockstep" else 10.0})
             r.raise_for_status()
         memory = _Memory(rx.pid).start()
         result["receiver_rss_mb_before"], result["receiver_rss_t0"] = memory.rss_mb(), memory.t0
@@ -148,7 +151,8 @@ def run_load(cfg: LoadConfig, checkpoint: Path, room: Path, out: Path, trace: Pa
         clients_proc = subprocess.Popen([sys.executable, "-m", "ndpca.load_clients", str(cfg_path)], cwd=REPO,
                                         env=_env(), stdout=(logs / "load-clients.log").open("w"),
                                         stderr=subprocess.STDOUT)
-        deadline = time.time() + 180  # the clients process loads the codec and its coefficients first
+        # the clients process loads the codec, the coefficients, runs the long session but its end
+        deadline = time.time() + 300 + cfg.long_seconds
         while not (out / "load-clients.ready").is_file():
             if clients_proc.poll() is not None or time.time() > deadline:
                 raise UserError(f"the load test's clients did not start; see {logs / 'load-clients.log'}")

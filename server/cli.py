@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grace", type=float, dest="grace_s", help="seconds to wait for late chunks")
     p.add_argument("--sessions-file", help="JSON/TOML file with a list 'sessions'")
     p.add_argument("--admin-token", help="enables POST /sessions (prefer NDPCA_ADMIN_TOKEN)")
-    p.add_argument("--record-dir", help="write <session>.wav here when a session finishes")
+    p.add_argument("--record-dir", help="keep recordings here: <session>.wav grows as the session "
+                   "runs (with <session>.json); a restarted receiver appends to them (default: a "
+                   "temporary directory, removed at exit)")
     p.add_argument("--trace-dir", action="append", dest="trace_dirs", metavar="DIR",
                    help="a directory POST /sessions may take traces from (repeat; default channel_traces/)")
     p.add_argument("--reference-dir", action="append", dest="reference_dirs", metavar="DIR",
