@@ -248,7 +248,7 @@ class Clients:
             "bad_token": P.encode(P.Hello(**hello)),
             "unknown_session": P.encode(P.Hello(**{**hello, "session": "no-such-session"})),
             "chunk_first": P.encode(P.Chunk(seq=0, capture_time=time.time(), k=0, k_allocated=0,
-                                            alloc_step=0, quant_step=1.0, payload=b"")),
+                                            alloc_step=0, quant_step=1.0, payload=b"", crc=0)),
             "oversize": b"\x00" * (P.MAX_FRAME_BYTES + 1),
         }
         async with websockets.connect(self.url, open_timeout=5, ping_interval=None, compression=None,

@@ -137,7 +137,7 @@ def run_load(cfg: LoadConfig, checkpoint: Path, room: Path, out: Path, trace: Pa
         for sid, mode in [*((s, "realtime") for s in rt), ("churn", "realtime"), ("long", "lockstep")]:
             r = httpx.post(f"{base}/sessions", headers=auth, timeout=10, json={
                 "id": sid, "token": token, "mode": mode, "start_timeout_s": cfg.start_timeout_s, **channel,
-                "lockstep_timeout_s": 3600.0, "idle_timeout_s": 3600.0 if mode == "lockstep" else 10.0})
+                "lockstep_timeout_s": 600.0, "idle_timeout_s": 3600.0 if mode == "lockstep" else 10.0})
             r.raise_for_status()
         memory = _Memory(rx.pid).start()
         result["receiver_rss_mb_before"], result["receiver_rss_t0"] = memory.rss_mb(), memory.t0

@@ -55,7 +55,7 @@ def test_recording_grows_on_disk_while_the_session_runs(tmp_path):
         results = edges.join(60)
         rx.wait_state("room", "finished", 20)
         r = rx.get("/sessions/room/audio", headers=AUTH)
-        summary = rx.get("/sessions/room").json()
+        summary = rx.get("/sessions/room", headers=AUTH).json()
         session = rx.app.state.manager.get("room")
         assert not session.tail and session.tail_samples == 0  # finished: nothing kept in memory
     assert all(isinstance(x, dict) for x in results), results
