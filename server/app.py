@@ -42,7 +42,8 @@ def create_app(settings: ReceiverSettings | None = None, codec: Codec | None = N
             "sampler": settings.enhance_sampler, "steps": settings.enhance_steps, "mics": settings.enhance_mics})
         decoder = BatchDecoder(model, enhancer, metrics, settings.max_batch, threads)
         await decoder.start()
-        manager = SessionManager(model, decoder, metrics, settings.record_seconds, settings.record_dir)
+        manager = SessionManager(model, decoder, metrics, settings.record_seconds, settings.record_dir,
+                                 settings.download_rate_mib_s * 2**20)
         for cfg in sessions:
             manager.create(cfg)
         app.state.codec, app.state.enhancer = model, enhancer

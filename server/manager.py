@@ -66,13 +66,15 @@ def load_reference(path: str, sample_rate: int, field: str = "reference") -> np.
 
 class SessionManager:
     def __init__(self, codec: Codec, decoder: BatchDecoder, metrics: ReceiverMetrics,
-                 record_seconds: float = 900.0, record_dir: str | None = None) -> None:
+                 record_seconds: float = 900.0, record_dir: str | None = None,
+                 download_bytes_per_s: float = 0.0) -> None:
         self.codec = codec
         self.decoder = decoder
         self.metrics = metrics
         self.record_seconds = record_seconds
         self.record_dir = Path(record_dir) if record_dir else None
-        self.store = RecordingStore(self.record_dir)  # decoded audio on disk (server/recording.py)
+        # decoded audio on disk, downloads paced (server/recording.py)
+        self.store = RecordingStore(self.record_dir, download_bytes_per_s=download_bytes_per_s)
         self.sessions: dict[str, Session] = {}
         self.cells: dict[str, Cell] = {}
 

@@ -14,7 +14,9 @@ and handed to the writer thread about once a second (``flush_seconds``), which a
   a restarted receiver can append to the same recording (see :class:`server.session.Session`).
 
 Nothing here keeps more than one flush of audio in memory: ``GET /sessions/{id}/audio``
-streams the file in pieces (:meth:`Recording.wav_chunks`), read in a worker thread.
+streams the file in pieces (:meth:`Recording.wav_chunks`), read in a worker thread and paced
+by the store's :class:`DownloadPacer` (``--download-rate``, MiB/s shared by every download),
+so that bulk downloads cannot take the CPU the real-time sessions' decoding needs.
 """
 
 from __future__ import annotations
@@ -81,6 +83,27 @@ def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
+class DownloadPacer:
+    """A byte-rate limit shared by every download of one receiver (virtual-time pacing).
+
+    Each piece of ``n`` bytes is scheduled ``n / rate`` seconds after the previous one (of any
+    download); a download waits until its piece's slot. ``rate <= 0``: no limit.
+    """
+
+    def __init__(self, bytes_per_s: float) -> None:
+        self.rate = float(bytes_per_s)
+        self._next = 0.0  # monotonic time at which the next piece may go
+
+    async def take(self, n: int) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        start = max(now, self._next)
+        self._next = start + n / self.rate
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
 class RecordingStore:
     """The directory of a receiver's recordings and the thread that writes them.
 
@@ -88,10 +111,13 @@ class RecordingStore:
         directory: where ``<id>.wav`` and ``<id>.json`` live (None: a temporary directory,
             removed by :meth:`close`; recordings then do not survive a restart).
         flush_seconds: audio buffered per session before it is handed to the writer.
+        download_bytes_per_s: the rate all audio downloads share (0: unlimited).
     """
 
-    def __init__(self, directory: str | Path | None, flush_seconds: float = 1.0) -> None:
+    def __init__(self, directory: str | Path | None, flush_seconds: float = 1.0,
+                 download_bytes_per_s: float = 0.0) -> None:
         self.temporary = directory is None
+        self.pacer = DownloadPacer(download_bytes_per_s)
         self.directory = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="ndpca-recordings-"))
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -239,7 +265,9 @@ class Recording:
         try:
             await asyncio.to_thread(f.seek, HEADER_BYTES)
             while left > 0:
-                data = await asyncio.to_thread(f.read, min(READ_CHUNK_BYTES, left))
+                piece = min(READ_CHUNK_BYTES, left)
+                await self.store.pacer.take(piece)
+                data = await asyncio.to_thread(f.read, piece)
                 if not data:
                     raise OSError(f"recording {self.path} is shorter than its {frames} samples")
                 left -= len(data)

@@ -167,3 +167,26 @@ def test_recording_after_a_crash_resumes_at_its_last_flush(tmp_path):
     np.testing.assert_array_equal(data, expected)
     meta = json.loads((tmp_path / "s.json").read_text())
     assert meta["samples"] == 1950 and meta["offset_samples"] == 4096 and meta["state"] == "finished"
+
+
+def test_downloads_share_one_paced_byte_rate():
+    """The store's pacer spaces pieces of every download by bytes / rate: two downloads of
+    1.5 MB each at 3 MB/s together take about a second; rate 0 does not wait."""
+    import asyncio
+    import time
+
+    from server.recording import DownloadPacer
+
+    async def download(pacer, pieces):
+        for _ in range(pieces):
+            await pacer.take(500_000)
+
+    async def both(rate):
+        pacer = DownloadPacer(rate)
+        t0 = time.monotonic()
+        await asyncio.gather(download(pacer, 3), download(pacer, 3))
+        return time.monotonic() - t0
+
+    took = asyncio.run(both(3e6))
+    assert 0.75 <= took < 3.0, took  # 6 pieces: the last starts 5/6 s after the first
+    assert asyncio.run(both(0)) < 0.2
