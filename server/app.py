@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from server import api, live, ws
+from server import api, gcwatch, live, ws
 from server.decoder import BatchDecoder
 from server.enhance import build_enhancer
 from server.limits import ConnectionLimits
@@ -48,6 +48,7 @@ def create_app(settings: ReceiverSettings | None = None, codec: Codec | None = N
             manager.create(cfg)
         app.state.codec, app.state.enhancer = model, enhancer
         app.state.decoder, app.state.manager = decoder, manager
+        watch = gcwatch.install(metrics.gc_pause)
         app.state.ready = True
         log.info("receiver ready: %s on %s, %d session(s)", model.cfg.arch, model.device, len(sessions))
         try:
@@ -56,6 +57,7 @@ def create_app(settings: ReceiverSettings | None = None, codec: Codec | None = N
             app.state.ready = False
             await manager.shutdown()
             await decoder.stop()
+            gcwatch.uninstall(watch)
 
     app = FastAPI(
         title="NDPCA receiver",

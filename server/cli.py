@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "temporary directory, removed at exit)")
     p.add_argument("--download-rate", type=float, dest="download_rate_mib_s", metavar="MIB_S",
                    help="MiB/s shared by every audio download, so bulk downloads cannot starve "
-                   "real-time decoding (default 32; 0: unlimited)")
+                   "real-time decoding (default 8; 0: unlimited)")
     p.add_argument("--trace-dir", action="append", dest="trace_dirs", metavar="DIR",
                    help="a directory POST /sessions may take traces from (repeat; default channel_traces/)")
     p.add_argument("--reference-dir", action="append", dest="reference_dirs", metavar="DIR",

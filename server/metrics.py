@@ -29,6 +29,12 @@ class ReceiverMetrics:
                                      buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("ndpca_decode_batch_size", "steps decoded in one batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        self.gc_pauses = Histogram("ndpca_gc_pause_seconds", "garbage-collection pauses of the receiver",
+                                   ["generation"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5),
+                                   registry=r)
+
+    def gc_pause(self, seconds: float, generation: int) -> None:
+        self.gc_pauses.labels(str(generation)).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -39,9 +39,12 @@ def step_entry(step: int, t: float, plan: Plan, active: Iterable[int], items: Ma
         "k_received": {str(s): items[s].k if s in items else 0 for s in range(n_sources)},
         "k_applied": {str(s): items[s].k_allocated for s in items},
         "alloc_step_applied": {str(s): items[s].alloc_step for s in items},
-        "active": sorted(active),
-        "missing": missing,
-        "late": [],
+        # tuples, not lists: the collector stops tracking them (and the dicts of numbers above),
+        # so a step's record is one tracked object and full collections stay short as
+        # sessions grow
+        "active": tuple(sorted(active)),
+        "missing": tuple(missing),
+        "late": (),
         "closed_by": closed_by,
         "frames": frames,
         "decode_ms": None,

@@ -362,7 +362,7 @@ class Session:
         self.sources[source].late += 1
         entry = self.step_stats.get(seq)
         if entry is not None:
-            entry["late"].append(source)
+            entry["late"] = (*entry["late"], source)
 
     # ------------------------------------------------------------------ clock
     def _start(self, epoch: float, first_step: int = 0) -> None:

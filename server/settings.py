@@ -111,7 +111,7 @@ class ReceiverSettings(BaseSettings):
     record_seconds: float = Field(900.0, ge=0)
     record_dir: str | None = None
     # MiB/s shared by every audio download (GET /sessions/{id}/audio); 0: unlimited
-    download_rate_mib_s: float = Field(32.0, ge=0, allow_inf_nan=False)
+    download_rate_mib_s: float = Field(8.0, ge=0, allow_inf_nan=False)
     # what sessions created over REST (POST /sessions) may read; see check_admin_paths
     trace_dirs: list[str] = Field(default_factory=lambda: [str(REPO / "channel_traces")])
     reference_dirs: list[str] = Field(default_factory=lambda: [str(REPO / "data")])
