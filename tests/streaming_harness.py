@@ -202,3 +202,31 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def wait_for(pred, timeout: float, what: str):
+    """Poll ``pred`` every 50 ms until it returns something true (returned) or ``timeout``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(what)
+
+
+def expect_error(ws, code: str, close: int):
+    """The next frame other than welcome/allocation is an error ``code``; then the receiver
+    closes with ``close``."""
+    from websockets.exceptions import ConnectionClosed
+
+    from shared import protocol as P
+
+    err = P.decode(ws.recv(timeout=5))
+    while isinstance(err, P.Welcome | P.Allocation):
+        err = P.decode(ws.recv(timeout=5))
+    assert isinstance(err, P.Error) and err.code == code, err
+    with pytest.raises(ConnectionClosed) as info:
+        ws.recv(timeout=5)
+    assert info.value.rcvd is not None and info.value.rcvd.code == close
+    return err

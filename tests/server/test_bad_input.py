@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_codec
-from streaming_harness import Edges, Receiver, one_torch_thread  # noqa: F401
-from websockets.exceptions import ConnectionClosed
+from streaming_harness import Edges, Receiver, expect_error, one_torch_thread  # noqa: F401
 from websockets.sync.client import connect
 
 from server.settings import ReceiverSettings, SessionConfig
@@ -55,17 +54,6 @@ def room_b_unaffected(rx) -> None:
         assert summary["connected"] == [0, 1, 2, 3], summary
     assert summary["missing_chunks"] == 0 and summary["late_chunks"] == 0
 
-
-def expect_error(ws, code: str, close: int) -> P.Error:
-    """The next frame is an error with ``code``; then the receiver closes with ``close``."""
-    err = P.decode(ws.recv(timeout=5))
-    while isinstance(err, P.Welcome | P.Allocation):
-        err = P.decode(ws.recv(timeout=5))
-    assert isinstance(err, P.Error) and err.code == code, err
-    with pytest.raises(ConnectionClosed) as info:
-        ws.recv(timeout=5)
-    assert info.value.rcvd is not None and info.value.rcvd.code == close
-    return err
 
 
 def raw(obj) -> bytes:

@@ -16,8 +16,13 @@ import pytest
 import torch
 import yaml
 from conftest import tiny_codec
-from streaming_harness import Edges, Receiver, one_torch_thread, write_capacity_trace  # noqa: F401
-from websockets.exceptions import ConnectionClosed
+from streaming_harness import (  # noqa: F401
+    Edges,
+    Receiver,
+    expect_error,
+    one_torch_thread,
+    write_capacity_trace,
+)
 from websockets.sync.client import connect
 
 from server.decoder import BatchDecoder, DecodeJob
@@ -66,17 +71,6 @@ def hello(codec, **kw):
     base.update(kw)
     return msgpack.packb(base, use_bin_type=True)
 
-
-def expect_error(ws, code: str, close: int) -> P.Error:
-    """The next frame other than welcome/allocation is an error ``code``, then close ``close``."""
-    err = P.decode(ws.recv(timeout=5))
-    while isinstance(err, P.Welcome | P.Allocation):
-        err = P.decode(ws.recv(timeout=5))
-    assert isinstance(err, P.Error) and err.code == code, err
-    with pytest.raises(ConnectionClosed) as info:
-        ws.recv(timeout=5)
-    assert info.value.rcvd is not None and info.value.rcvd.code == close
-    return err
 
 
 def room_b_unaffected(rx) -> None:

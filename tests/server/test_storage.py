@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from conftest import tiny_codec
-from streaming_harness import Edges, Receiver, free_port, one_torch_thread  # noqa: F401
+from streaming_harness import Edges, Receiver, free_port, one_torch_thread, wait_for  # noqa: F401
 
 from server.recording import HEADER_BYTES, RecordingStore
 from server.report import snr_db
@@ -20,15 +20,6 @@ TOKEN = "storage-token"
 ADMIN = "storage-admin"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
-
-def _wait(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(what)
 
 
 def test_recording_grows_on_disk_while_the_session_runs(tmp_path):
@@ -46,9 +37,9 @@ def test_recording_grows_on_disk_while_the_session_runs(tmp_path):
                                 record_dir=str(record), mics_reference=str(room), admin_token=ADMIN)
     with Receiver(settings, codec) as rx:
         edges = Edges(rx.url, "room", TOKEN, codec, audio, [0, 1, 2, 3]).start()
-        _wait(lambda: rx.stats("room")["summary"]["steps"] >= 30, 30, "no steps")
+        wait_for(lambda: rx.stats("room")["summary"]["steps"] >= 30, 30, "no steps")
         # about a second per flush: after 30 steps (1.9 s) the file holds audio already
-        mid = _wait(lambda: (record / "room.wav").is_file() and sf.info(record / "room.wav").frames > 0
+        mid = wait_for(lambda: (record / "room.wav").is_file() and sf.info(record / "room.wav").frames > 0
                     and sf.info(record / "room.wav"), 5, "nothing on disk while the session runs")
         assert mid.samplerate == codec.sample_rate and mid.channels == 4 and mid.subtype == "FLOAT"
         assert json.loads((record / "room.json").read_text())["state"] == "running"
@@ -86,7 +77,7 @@ def test_receiver_restart_appends_to_the_recording_and_counts_the_outage_missing
     rx = Receiver(settings, codec, port=port)
     rx.start()
     edges = Edges(rx.url, "room", TOKEN, codec, audio, [0, 1, 2, 3], retry_for_s=20).start()
-    _wait(lambda: rx.stats("room")["summary"]["steps"] >= 25, 20, "no steps")
+    wait_for(lambda: rx.stats("room")["summary"]["steps"] >= 25, 20, "no steps")
     rx.stop()
     before_meta = json.loads((record / "room.json").read_text())
     before, _ = sf.read(record / "room.wav", dtype="float32", always_2d=True)

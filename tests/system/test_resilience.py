@@ -8,21 +8,19 @@ import numpy as np
 import soundfile as sf
 import torch
 from conftest import tiny_codec
-from streaming_harness import Edges, Receiver, free_port, one_torch_thread, spawn_edge  # noqa: F401
+from streaming_harness import (  # noqa: F401
+    Edges,
+    Receiver,
+    free_port,
+    one_torch_thread,
+    spawn_edge,
+    wait_for,
+)
 
 from server.settings import ReceiverSettings
 
 TOKEN = "resilience-token"
 
-
-def _wait(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(what)
 
 
 def test_killed_source_budget_goes_to_others_and_it_rejoins(tmp_path):
@@ -40,10 +38,10 @@ def test_killed_source_budget_goes_to_others_and_it_rejoins(tmp_path):
     with Receiver(settings, codec) as rx:
         proc = spawn_edge(rx.url, "room", TOKEN, ckpt, wav, source=1)
         edges = Edges(rx.url, "room", TOKEN, codec, audio, [0, 2, 3]).start()
-        _wait(lambda: rx.stats("room")["sources"]["1"]["chunks"] >= 5, 30, "source 1 never streamed")
+        wait_for(lambda: rx.stats("room")["sources"]["1"]["chunks"] >= 5, 30, "source 1 never streamed")
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
-        _wait(lambda: sum(1 not in s["active"] for s in rx.stats("room")["steps"]) >= 4, 10,
+        wait_for(lambda: sum(1 not in s["active"] for s in rx.stats("room")["steps"]) >= 4, 10,
               "source 1 still active after the kill")
         proc2 = spawn_edge(rx.url, "room", TOKEN, ckpt, wav, source=1)
         results = edges.join(60)
@@ -94,7 +92,7 @@ def test_receiver_restart_edges_reconnect_and_session_resumes(tmp_path):
     rx = Receiver(settings, codec, port=port)
     rx.start()
     edges = Edges(rx.url, "room", TOKEN, codec, audio, [0, 1, 2, 3], retry_for_s=20).start()
-    first = _wait(lambda: (s := rx.stats("room"))["summary"]["steps"] >= 12 and s, 20, "no steps")
+    first = wait_for(lambda: (s := rx.stats("room"))["summary"]["steps"] >= 12 and s, 20, "no steps")
     rx.stop()
     time.sleep(0.3)
     rx2 = Receiver(settings, codec, port=port)
