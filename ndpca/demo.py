@@ -63,12 +63,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_run_bench)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def codec_options(p: argparse.ArgumentParser) -> None:
+    """Output folder, codec checkpoint and channel trace: the options every room runner takes."""
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--checkpoint", help="codec checkpoint (default: newest checkpoints/<arch>-*.ckpt)")
     p.add_argument("--arch", default="ndpca-e4d1")
     p.add_argument("--checkpoint-dir", default="checkpoints")
     p.add_argument("--trace", help="channel trace (default: channel_traces/traces/default.csv)")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    codec_options(p)
     p.add_argument("--seconds", type=float, default=20.0, help="length of the simulated room")
     p.add_argument("--seed", type=int, default=0,
                    help="data set seed (default 0, the training data's: the room is the first of "

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from ndpca.demo import REPO, _env, free_port, start_receiver, stop, wait_ready
+from ndpca.demo import REPO, _env, codec_options, free_port, start_receiver, stop, wait_ready
 from shared.errors import UserError
 
 log = logging.getLogger("ndpca.loadtest")
@@ -277,11 +277,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("loadtest", help="well-behaved real-time sessions against downloads, bad input, "
                        "slow clients and edge kills on one receiver (bounded, loopback)",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--checkpoint", help="codec checkpoint (default: newest checkpoints/<arch>-*.ckpt)")
-    p.add_argument("--arch", default="ndpca-e4d1")
-    p.add_argument("--checkpoint-dir", default="checkpoints")
-    p.add_argument("--trace", help="channel trace (default: channel_traces/traces/default.csv)")
+    codec_options(p)
     p.add_argument("--seed", type=int, default=0, help="data set seed of the held-out room")
     d = LoadConfig()
     p.add_argument("--sessions", type=int, default=d.sessions, help="well-behaved real-time sessions")
