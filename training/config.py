@@ -131,6 +131,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         named = CONFIG_DIR / path.name
+        if not named.is_file() and path.suffix != ".toml":  # a name without .toml
+            named = CONFIG_DIR / f"{path.name}.toml"
         if named.is_file():
             path = named
         else:

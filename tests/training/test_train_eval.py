@@ -105,6 +105,12 @@ def test_unknown_config_key_is_named(tmp_path):
     assert parse_override("train.steps=7") == {"train": {"steps": 7}}
 
 
+def test_configs_are_found_by_name_with_or_without_toml():
+    assert load_config("ndpca-e4d1") == load_config("ndpca-e4d1.toml")
+    with pytest.raises(ConfigError, match="ndpca-e4d1.toml"):  # the listing names the real files
+        load_config("ndpca-e9d9")
+
+
 def test_two_process_ddp(data_dir, tmp_path):
     """torchrun with two gloo processes trains a few steps and writes one checkpoint."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
