@@ -142,17 +142,15 @@ def _spectra(wave: torch.Tensor, preset_name: str) -> torch.Tensor:
 def build_pairs(cfg: EnhancerConfig, split: str, run_dir: Path | None = None,
                 progress: bool = True) -> PairBank:
     """Read the split and make its pairs (decoded ones cached in ``run_dir``)."""
-    from training.data.dataset import RoomDataset, default_data_dir
+    from training.data.dataset import RoomDataset
+    from training.train import data_manifests
 
-    data_dir = Path(cfg.data.dir) if cfg.data.dir else default_data_dir()
-    manifest = data_dir / "manifest.json"
-    if not manifest.is_file() or cfg.data.build:
-        from training.data.build import DataConfig, build_dataset
-
-        manifest = build_dataset(DataConfig(**cfg.data.build), data_dir)
-    ds = RoomDataset(manifest, split)
-    n = len(ds) if cfg.data.max_train_examples is None else min(len(ds), cfg.data.max_train_examples)
-    examples = [ds[i] for i in range(n)]
+    examples = []
+    for manifest in data_manifests(cfg.data, num_mics=4):
+        ds = RoomDataset(manifest, split)
+        n = len(ds) if cfg.data.max_train_examples is None else min(len(ds), cfg.data.max_train_examples)
+        examples += [ds[i] for i in range(n)]
+    n = len(examples)
     mic_pairs = [(_spectra(ex["mics"][0], cfg.enhancer.stft), _spectra(ex["clean"], cfg.enhancer.stft))
                  for ex in examples]
     decoded_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []

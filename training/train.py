@@ -32,7 +32,7 @@ from shared.ndpca import (
     random_bottleneck_size,
 )
 from shared.stft import get_preset, reflect_pad, stft_frames, to_channels
-from training.config import TrainConfig, warmup_cosine_lr
+from training.config import DataSection, TrainConfig, warmup_cosine_lr
 from training.losses import task_agnostic_losses, weighted_total
 
 
@@ -140,28 +140,36 @@ class SpectralBank:
         return max(1, (self.n_frames - self.frames) // per_example)
 
 
-def load_training_audio(cfg: TrainConfig, split: str = "train", with_clean: bool = False):
-    """Microphone signals ``[M, N]`` of a split, building the data set first if it is missing;
-    with ``with_clean`` also the clean references ``[N]`` (a pair of lists)."""
+def data_manifests(data: DataSection, num_mics: int) -> list[Path]:
+    """The manifests of ``[data]``: its main set (built first if it is missing) and every
+    ``extra_dirs`` set (which must be built already; the error names the command)."""
     from training.data.build import DataConfig, build_dataset
-    from training.data.dataset import RoomDataset, default_data_dir
+    from training.data.dataset import default_data_dir
 
-    data_dir = Path(cfg.data.dir) if cfg.data.dir else default_data_dir()
+    data_dir = Path(data.dir) if data.dir else default_data_dir()
     manifest = data_dir / "manifest.json"
-    if not manifest.is_file() or cfg.data.build:
-        build = dict(cfg.data.build)
-        build.setdefault("num_mics", cfg.model.num_mics)
+    if not manifest.is_file() or data.build:
+        build = dict(data.build)
+        build.setdefault("num_mics", num_mics)
         manifest = build_dataset(DataConfig(**build), data_dir)
     manifests = [manifest]
-    for extra in cfg.data.extra_dirs:
+    for extra in data.extra_dirs:
         path = _repo_path(extra.dir) / "manifest.json"
         if not path.is_file():
             raise ConfigError(f"data set {path.parent} (data.extra_dirs) is not built; build it with "
                               f"`{extra.build_command}`" if extra.build_command else
                               f"data set {path.parent} (data.extra_dirs) is not built")
         manifests.append(path)
+    return manifests
+
+
+def load_training_audio(cfg: TrainConfig, split: str = "train", with_clean: bool = False):
+    """Microphone signals ``[M, N]`` of a split, building the data set first if it is missing;
+    with ``with_clean`` also the clean references ``[N]`` (a pair of lists)."""
+    from training.data.dataset import RoomDataset
+
     out, clean = [], []
-    for path in manifests:
+    for path in data_manifests(cfg.data, cfg.model.num_mics):
         ds = RoomDataset(path, split)
         n = len(ds) if cfg.data.max_train_examples is None else min(len(ds), cfg.data.max_train_examples)
         for i in range(n):
