@@ -183,7 +183,7 @@ def vehicular(
 
 
 def sweep(
-    duration_s: float = 60.0, dt_ms: int = 32, center_snr_db: float = 0.0,
+    duration_s: float = 60.0, dt_ms: int = 32, center_snr_db: float = 4.0,
     swing_db: float = 9.0, period_s: float = 20.0, doppler_hz: float = 0.5,
     k_factor: float = 5.0, seed: int = 4,
 ) -> SnrSeries:

@@ -63,12 +63,14 @@ def test_default_trace_binds_the_default_codecs_budget() -> None:
     budgets = step_budgets(tr, cfg, max_total=1536)
     assert np.mean(budgets < 1536) >= 0.5
     assert budgets.min() > 0
+    occupied = {int(np.log2(b)) for b in budgets if b > 0}
+    assert budgets.min() < 64 and {5, 6, 7, 8, 9, 10} <= occupied
+    # the demo's 20 s: below full width in most steps, down to about a hundred coefficients
     first = budgets[: int(20 / cfg.chunk_seconds)]
-    assert first.max() == 1536 and first.min() < 64
-    occupied = {int(np.log2(b)) for b in first if b > 0}
-    assert {5, 6, 7, 8, 9, 10} <= occupied
+    assert np.mean(first < 1536) >= 0.5
+    assert first.max() == 1536 and first.min() < 128
     caps = tr.steps(cfg.chunk_seconds)
-    # 50 kHz of uplink: kbit/s from a few to about 200 (the codec spans about 1..175)
+    # 50 kHz of uplink: kbit/s from a few to about 280 (the codec spans about 1..175)
     assert caps.min() < 5_000 and caps.max() > 175_000
 
 
