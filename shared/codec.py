@@ -20,7 +20,7 @@ coefficients.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,8 +183,13 @@ class Codec:
         return cls(model, bases, rate, allocation_rule, head, device)
 
     def save(self, path: str | Path, extra_header: dict[str, Any] | None = None,
-             weights_dtype: torch.dtype = torch.float32) -> str:
-        """Write this codec to ``path``; returns the content hash."""
+             weights_dtype: torch.dtype = torch.float32, bases_dtype: torch.dtype = torch.float32) -> str:
+        """Write this codec to ``path``; returns the content hash.
+
+        ``weights_dtype`` stores the model's tensors, ``bases_dtype`` the NDPCA basis matrices
+        (means, singular values and standard deviations stay float32). Round the in-memory
+        bases to ``bases_dtype`` first (:meth:`round_bases`) so that this codec and the one
+        loaded from the file code alike."""
         header = {
             "kind": CHECKPOINT_KIND,
             "codec_layout": CODEC_LAYOUT,
@@ -194,15 +199,20 @@ class Codec:
             "sample_rate": self.sample_rate,
             "rate": self.rate.__dict__,
             "weights_dtype": str(weights_dtype).replace("torch.", ""),
+            "bases_dtype": str(bases_dtype).replace("torch.", ""),
         }
         header.update(extra_header or {})
         tensors = {f"model.{k}": v.to(weights_dtype) for k, v in self.model.state_dict().items()}
         for s, b in enumerate(self.bases):
             for n, t in zip(_BASIS_FIELDS, b.tensors()):
-                tensors[f"ndpca.{s}.{n}"] = t
+                tensors[f"ndpca.{s}.{n}"] = t.to(bases_dtype) if n == "basis" else t
         digest = save_checkpoint(path, header, tensors)
         self.header = dict(header, sha256=digest)
         return digest
+
+    def round_bases(self, dtype: torch.dtype) -> None:
+        """Round every basis matrix to ``dtype`` and back (what :meth:`save` stores)."""
+        self.bases = [replace(b, basis=b.basis.to(dtype).float()) for b in self.bases]
 
     # ------------------------------------------------------------------ spectra
     def spectra(self, audio: torch.Tensor) -> torch.Tensor:

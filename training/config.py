@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -61,6 +61,7 @@ class TrainSection(BaseModel):
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)
     weights_dtype: str = "float16"
+    bases_dtype: Literal["float32", "float16"] = "float32"  # the NDPCA basis matrices in the checkpoint (float16 halves them)
     threads: int | None = None
     init_from: str | None = None  # start from a codec checkpoint (a path, or "[subfolder/]arch" in checkpoints/)
 

@@ -173,3 +173,22 @@ def test_source_weights_travel_in_the_checkpoint_and_steer_the_allocation(tmp_pa
     for bad in [(1.0, 1.0), (1.0, 0.0, 1.0, 1.0), (1.0, float("nan"), 1.0, 1.0)]:
         with pytest.raises(ValueError, match="source_weights"):
             ModelConfig(arch="ndpca-e4d1", source_weights=bad).validate_all()
+
+
+def test_bases_stored_in_float16_load_as_the_saved_codec_codes(tmp_path):
+    """A codec whose bases were rounded to float16 and saved so codes exactly like the loaded file."""
+    codec = tiny_codec()
+    codec.round_bases(torch.float16)
+    small, big = tmp_path / "half.ckpt", tmp_path / "full.ckpt"
+    codec.save(small, bases_dtype=torch.float16)
+    tiny_codec().save(big)
+    assert small.stat().st_size < big.stat().st_size
+    loaded = Codec.load(small)
+    assert loaded.header["bases_dtype"] == "float16"
+    for a, b in zip(codec.bases, loaded.bases):
+        assert torch.equal(a.basis, b.basis) and torch.equal(a.std, b.std)
+    torch.manual_seed(0)
+    audio = torch.randn(codec.cfg.num_mics, 4 * codec.chunk_samples) * 0.1
+    out_a, _ = codec.code_signal(audio, 8)
+    out_b, _ = loaded.code_signal(audio, 8)
+    assert torch.equal(out_a, out_b)
