@@ -12,7 +12,7 @@ import torch
 from shared.enhancer import ScoreEnhancer
 
 REPO = Path(__file__).resolve().parents[2]
-CHECKPOINT = REPO / "checkpoints" / "enhancer-7a805b56.ckpt"
+CHECKPOINT = REPO / "checkpoints" / "enhancer-3d1cc699.ckpt"
 REFERENCE = REPO / "tests" / "data" / "enhancer_reference.npz"
 
 
