@@ -38,9 +38,11 @@ def test_short_load_run_loses_no_chunk_of_the_well_behaved_sessions(tmp_path):
     for kind, outcomes in cl["floods"].items():  # every bad input got an error, nothing else
         assert outcomes and all(o.startswith(("error ", "http 4", "closed 10")) for o in outcomes), (kind, outcomes)
     assert cl["kills"] >= 3 and r["churn"]["state"] == "finished"
-    # from the long session's end on, while it is downloaded again and again, the receiver's
-    # memory grows by less than one copy of its recording (a WAV built per request: several)
+    # from the long session's end on, while it is downloaded again and again by three clients,
+    # the receiver's memory grows by less than two copies of its recording (a WAV built per
+    # request: three or more at once); allocator and interpreter noise is tens of MB, so one
+    # copy (31 MB) is too tight a bound (a CI run measured 45 MB with streamed downloads)
     finished = cl["t0"] + cl["long"]["finished_at_s"] - r["receiver_rss_t0"]
     at_finish = [mb for t, mb in r["receiver_rss_mb"] if t <= finished][-1]
     growth = max(mb for t, mb in r["receiver_rss_mb"] if t > finished) - at_finish
-    assert np.isfinite(growth) and growth * 1e6 < long_bytes, (growth, table)
+    assert np.isfinite(growth) and growth * 1e6 < 2 * long_bytes, (growth, table)
