@@ -187,9 +187,11 @@ class Codec:
         """Write this codec to ``path``; returns the content hash.
 
         ``weights_dtype`` stores the model's tensors, ``bases_dtype`` the NDPCA basis matrices
-        (means, singular values and standard deviations stay float32). Round the in-memory
-        bases to ``bases_dtype`` first (:meth:`round_bases`) so that this codec and the one
+        (means, singular values and standard deviations stay float32); the in-memory bases are
+        rounded to ``bases_dtype`` too (:meth:`round_bases`), so that this codec and the one
         loaded from the file code alike."""
+        if bases_dtype != torch.float32:
+            self.round_bases(bases_dtype)
         header = {
             "kind": CHECKPOINT_KIND,
             "codec_layout": CODEC_LAYOUT,

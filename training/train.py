@@ -384,9 +384,7 @@ def finalize(cfg: TrainConfig, model: DistributedAutoencoder, bank: SpectralBank
     preset = get_preset(cfg.model.stft)
     rate = cfg.rate.to_rate(cfg.model.frames_per_step * preset.hop / preset.sample_rate)
     codec = Codec(model, bases, rate)
-    bases_dtype = getattr(torch, cfg.train.bases_dtype)
-    codec.round_bases(bases_dtype)
     path = run_dir / f"{cfg.model.arch}.ckpt"
     codec.save(path, {"train_config": json.loads(cfg.model_dump_json()), "provenance": provenance or {}},
-               weights_dtype=dtype, bases_dtype=bases_dtype)
+               weights_dtype=dtype, bases_dtype=getattr(torch, cfg.train.bases_dtype))
     return path
