@@ -79,10 +79,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="data set seed (default 0, the training data's: the room is the first of "
                    "its held-out test split, unseen rooms and speakers)")
     p.add_argument("--port", type=int, default=0, help="receiver port (0: a free one)")
-    p.add_argument("--enhancer", choices=["auto", "identity", "sgmse"], default="identity",
-                   help="receiver enhancement stage (default identity: the shipped enhancer was trained "
-                        "on the previous codec and lowers STOI on this one; auto: sgmse when an "
-                        "enhancer checkpoint is in --checkpoint-dir)")
+    p.add_argument("--enhancer", choices=["auto", "identity", "sgmse", "classical"], default="identity",
+                   help="receiver enhancement stage (default identity: the decoded microphones; classical: "
+                        "streaming MVDR beamformer and Wiener post-filter; sgmse: the score-based enhancer; "
+                        "auto: sgmse when an enhancer checkpoint is in --checkpoint-dir)")
     p.add_argument("--enhance-sampler", default="realtime", help="sgmse sampler preset (default realtime)")
 
 
@@ -278,6 +278,9 @@ def endpoints(args: argparse.Namespace, out: Path) -> tuple[int, str, str, Path]
     return port, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", logs
 
 
+ENHANCER_NAMES = {"sgmse": "score-based enhancer", "classical": "MVDR beamformer and Wiener post-filter"}
+
+
 def enhancer_args(args: argparse.Namespace) -> list[str]:
     """Receiver options for the enhancement stage the demo asked for."""
     from shared.streaming import find_checkpoint
@@ -285,6 +288,8 @@ def enhancer_args(args: argparse.Namespace) -> list[str]:
     choice = getattr(args, "enhancer", "identity")
     if choice == "identity":
         return []
+    if choice == "classical":
+        return ["--enhancer", "classical"]
     found = find_checkpoint("enhancer", args.checkpoint_dir)
     if found is None:
         if choice == "sgmse":
@@ -347,7 +352,7 @@ def run_demo(args: argparse.Namespace) -> int:
             edge_stats[str(s)] = data
     stats["edges"] = edge_stats
     stats["demo"] = {"random_model": prep.random_model, "checkpoint": str(prep.checkpoint),
-                     "enhancer": "sgmse" if enh else "identity", "enhancer_options": enh[2:],
+                     "enhancer": enh[1] if enh else "identity", "enhancer_options": enh[2:],
                      "room": str(prep.room), "seconds": args.seconds, "mode": "lockstep" if args.fast else "realtime",
                      "wall_seconds": time.time() - t_start}
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
@@ -367,7 +372,7 @@ def run_demo(args: argparse.Namespace) -> int:
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
     print_quality(report)
     print(f"decoded    {out / 'decoded.wav'}"
-          + ("  (enhanced speech of microphone 0, score-based enhancer)" if enh else "  (the decoded microphones)"))
+          + (f"  (enhanced speech of microphone 0, {ENHANCER_NAMES[enh[1]]})" if enh else "  (the decoded microphones)"))
     print(f"stats      {out / 'stats.json'}")
     print(f"plot       {plot}")
     print(f"done in {time.time() - t_start:.0f} s")

@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-connections-per-ip", type=int, help="open websockets per client address (default 128)")
     p.add_argument("--max-batch", type=int, help="steps decoded together at most (default 64)")
     p.add_argument("--threads", type=int, help="torch CPU threads for decoding (default 1)")
-    p.add_argument("--enhancer", choices=["identity", "sgmse"], help="enhancement stage (default identity)")
+    p.add_argument("--enhancer", choices=["identity", "sgmse", "classical"],
+                   help="enhancement stage (default identity; classical: streaming MVDR + Wiener post-filter)")
     p.add_argument("--enhancer-checkpoint", help="sgmse: enhancer checkpoint (default checkpoints/enhancer-*.ckpt)")
     p.add_argument("--enhance-sampler", help="sgmse sampler preset: realtime (default), fast, quality")
     p.add_argument("--enhance-steps", type=int, help="sgmse: reverse-diffusion steps (overrides the preset)")

@@ -141,18 +141,35 @@ class BatchDecoder:
         decode = [j for j in batch if j.finish is None and j.valid_frames > 0]
         if decode:
             self.metrics.batch_size.observe(len(decode))
-            spectra = self.enhancer(self.decode_batch([j.coeffs for j in decode]))
+            decoded = self.decode_batch([j.coeffs for j in decode])
+            if getattr(self.enhancer, "stateful", False):
+                spectra = self.enhancer(decoded, keys=[j.key for j in decode],
+                                        active=self.active_mics([j.coeffs for j in decode]))
+            else:
+                spectra = self.enhancer(decoded)
             for j, spec in zip(decode, spectra):
                 assert j.postprocess is not None
                 j.audio = j.postprocess(spec[..., : j.valid_frames].cpu())
         for j in batch:
             if j.finish is not None:
                 j.audio = j.finish()
+                if hasattr(self.enhancer, "release"):
+                    self.enhancer.release(j.key)
             elif j.audio is None:
                 j.audio = torch.zeros(self.out_channels, 0)
         elapsed = time.perf_counter() - t0
         for j in batch:
             j.compute_s = elapsed
+
+    def active_mics(self, rows: list[list[np.ndarray | None]]) -> torch.Tensor:
+        """Per job, the microphones whose source sent coefficients ``[B, M]`` (bool): a
+        source left out decodes to its mean, which is no signal to beamform with."""
+        out = torch.zeros(len(rows), self.codec.cfg.num_mics, dtype=torch.bool)
+        for b, r in enumerate(rows):
+            for s, mics in enumerate(self.codec.mic_groups):
+                if r[s] is not None and np.shape(r[s])[-1] > 0:
+                    out[b, mics] = True
+        return out
 
     @torch.no_grad()
     def decode_batch(self, rows: list[list[np.ndarray | None]]) -> torch.Tensor:

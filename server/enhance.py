@@ -9,7 +9,14 @@ representation) to output spectra ``[B, C, 2, F, T]`` in the same representation
   reference microphone (``C = 1``, the enhanced speech), or every microphone with
   ``enhance_mics = "all"`` (``C = M``, M times the cost). Its sampler (a preset: ``realtime``,
   ``fast``, ``quality``) and number of steps are configurable; the default ``realtime`` keeps
-  one 4-source session in real time on 2 CPU cores (docs/benchmark.md).
+  one 4-source session in real time on 2 CPU cores (docs/benchmark.md);
+* ``classical``: an MVDR beamformer over the decoded microphones and a Wiener post-filter
+  (:class:`shared.classical.StreamingClassical`), frame by frame with one state per session
+  (``C = 1``, the enhanced reference microphone).
+
+A stage with ``stateful = True`` is called with the sessions' keys and the microphones that
+carry decoded signal (``keys``, ``active``), in each session's step order, and told when a
+session ends (``release(key)``).
 
 New stages register a factory ``(codec, options) -> stage`` under a name.
 """
@@ -18,10 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from shared.codec import Codec
@@ -104,6 +113,65 @@ class ScoreBasedEnhancer:
         return convert_channels(out, "complex", self.representation)
 
 
+class ClassicalStreamingEnhancer:
+    """The receiver's classical stage: MVDR over the decoded microphones and a Wiener
+    post-filter, one :class:`shared.classical.StreamingClassical` state per session.
+
+    States of sessions that send nothing for ``idle_seconds`` are dropped (a session that
+    failed is never released); a dropped session that comes back starts afresh.
+    """
+
+    name = "classical"
+    stateful = True
+
+    def __init__(self, codec: Codec, ref_mic: int = 0, idle_seconds: float = 120.0) -> None:
+        from shared.classical import StreamingConfig
+
+        if not 0 <= ref_mic < codec.cfg.num_mics:
+            raise ConfigError(f"enhance reference microphone {ref_mic} is not one of the codec's "
+                              f"{codec.cfg.num_mics} microphones")
+        self.representation = codec.cfg.representation
+        self.n_mics, self.n_bins, self.ref_mic = codec.cfg.num_mics, codec.preset.n_bins, ref_mic
+        self.cfg = StreamingConfig(frame_seconds=codec.preset.hop / codec.preset.sample_rate)
+        self.idle_seconds = idle_seconds
+        self._states: dict[Any, tuple[Any, float]] = {}
+        self._lock = threading.Lock()
+
+    def out_channels(self, n_mics: int) -> int:
+        return 1
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "settings": dataclasses.asdict(self.cfg), "sessions": len(self._states)}
+
+    def release(self, key: Any) -> None:
+        with self._lock:
+            self._states.pop(key, None)
+
+    @torch.no_grad()
+    def __call__(self, spectra: torch.Tensor, keys: list[Any] | None = None,
+                 active: torch.Tensor | None = None) -> torch.Tensor:
+        from shared.classical import StreamingClassical
+        from shared.stft import from_channels, to_channels
+
+        if keys is None:
+            raise ConfigError("the classical enhancer keeps one state per session and needs the sessions' keys")
+        now = time.monotonic()
+        spec = from_channels(spectra.cpu().double(), self.representation).numpy()  # [B, M, F, T]
+        out = np.empty((spec.shape[0], 1, *spec.shape[2:]), complex)
+        with self._lock:
+            for stale in [k for k, (_, t) in self._states.items() if now - t > self.idle_seconds]:
+                del self._states[stale]
+            for b, key in enumerate(keys):
+                state = self._states.get(key, (None, 0.0))[0]
+                if state is None:
+                    state = StreamingClassical(self.n_mics, self.n_bins, self.ref_mic, self.cfg)
+                self._states[key] = (state, now)
+                mask = None if active is None else active[b].cpu().numpy()
+                out[b, 0] = state(spec[b], mask)
+        res = to_channels(torch.from_numpy(out).to(torch.complex64), self.representation)
+        return res.to(spectra.device)
+
+
 def _identity(codec: Codec, options: dict[str, Any]) -> Enhancer:
     return IdentityEnhancer()
 
@@ -122,7 +190,12 @@ def _sgmse(codec: Codec, options: dict[str, Any]) -> Enhancer:
                               options.get("mics") or "ref", int(options.get("ref_mic") or 0))
 
 
-ENHANCERS: dict[str, Callable[[Codec, dict[str, Any]], Enhancer]] = {"identity": _identity, "sgmse": _sgmse}
+def _classical(codec: Codec, options: dict[str, Any]) -> Enhancer:
+    return ClassicalStreamingEnhancer(codec, int(options.get("ref_mic") or 0))
+
+
+ENHANCERS: dict[str, Callable[[Codec, dict[str, Any]], Enhancer]] = {
+    "identity": _identity, "sgmse": _sgmse, "classical": _classical}
 
 
 def register_enhancer(name: str, factory: Callable[[Codec, dict[str, Any]], Enhancer]) -> None:

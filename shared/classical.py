@@ -197,3 +197,139 @@ def _wiener_gain(spec: np.ndarray, noise: np.ndarray, alpha: float, floor: float
         gain[:, t] = g
         prev = g**2 * post[:, t]
     return gain
+
+
+# ---------------------------------------------------------------------------- streaming
+
+
+@dataclass(frozen=True)
+class StreamingConfig:
+    """Parameters of :class:`StreamingClassical`, the frame-by-frame form of the chain above
+    without WPE (its statistics need seconds of signal; docs/enhancer.md).
+
+    Attributes:
+        noise_quantile: the noise floor of each bin tracks this quantile of the smoothed
+            reference-microphone power (the offline chain's quietest-frames mean, online).
+        quantile_rate: multiplicative step of the quantile tracker per frame (log domain).
+        power_smoothing: recursive smoothing of the power that the tracker and mask see.
+        covariance_seconds: time constant of the recursive speech and noise covariances.
+        diagonal_loading, dd_alpha, gain_floor: as in :class:`ClassicalConfig`.
+        frame_seconds: the STFT hop, to turn time constants into per-frame factors.
+    """
+
+    noise_quantile: float = 0.2
+    quantile_rate: float = 0.05
+    power_smoothing: float = 0.7
+    covariance_seconds: float = 1.5
+    diagonal_loading: float = 1e-3
+    dd_alpha: float = 0.98
+    gain_floor: float = 0.2
+    frame_seconds: float = 0.008
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 < self.noise_quantile < 1:
+            problems.append(f"noise_quantile must be in (0, 1), got {self.noise_quantile}")
+        if not self.quantile_rate > 0:
+            problems.append(f"quantile_rate must be > 0, got {self.quantile_rate}")
+        if not 0 <= self.power_smoothing < 1:
+            problems.append(f"power_smoothing must be in [0, 1), got {self.power_smoothing}")
+        if not self.covariance_seconds > 0 or not self.frame_seconds > 0:
+            problems.append("covariance_seconds and frame_seconds must be > 0")
+        if not self.diagonal_loading >= 0:
+            problems.append(f"diagonal_loading must be >= 0, got {self.diagonal_loading}")
+        if not 0 <= self.dd_alpha < 1:
+            problems.append(f"dd_alpha must be in [0, 1), got {self.dd_alpha}")
+        if not 0 <= self.gain_floor <= 1:
+            problems.append(f"gain_floor must be in [0, 1], got {self.gain_floor}")
+        if problems:
+            raise ConfigError("invalid streaming enhancement settings: " + "; ".join(problems))
+
+
+class StreamingClassical:
+    """MVDR beamformer and Wiener post-filter, one STFT frame at a time, for one stream.
+
+    Works on complex (linear, not compressed) spectra ``[M, F, T]`` of any number of frames
+    per call and keeps its state between calls, so a receiver enhances each 32 ms step as it
+    is decoded; the output depends only on the frames seen so far (no look-ahead). Per frame:
+
+    1. the reference microphone's power ``P`` is smoothed and a per-bin noise floor ``lambda``
+       tracks its ``noise_quantile``-th quantile (a multiplicative step up when ``P`` is above
+       it, down when below, in the ratio ``q : 1 - q``, so it settles where a fraction ``q`` of
+       the frames lies below);
+    2. speech weight ``max(0, 1 - lambda / P)``, noise weight one minus it;
+    3. weighted recursive speech and noise covariances (time constant ``covariance_seconds``);
+    4. the Souden MVDR toward the reference over the microphones that carry signal in this
+       call (``active``; a source the allocation left out decodes to its mean, not to sound),
+       recomputed once per call; one active microphone: no beamformer;
+    5. the decision-directed Wiener gain with the beamformer's output noise ``w^H Phi_NN w``.
+    """
+
+    def __init__(self, n_mics: int, n_bins: int, ref_mic: int = 0, cfg: StreamingConfig | None = None) -> None:
+        if not 0 <= ref_mic < n_mics:
+            raise ValueError(f"reference microphone {ref_mic} is not one of the {n_mics} microphones")
+        self.cfg = cfg or StreamingConfig()
+        self.m, self.f, self.ref = n_mics, n_bins, ref_mic
+        self.frames = 0
+        self.power = np.zeros(n_bins)
+        self.noise = np.zeros(n_bins)
+        self.phi_s = np.zeros((n_bins, n_mics, n_mics), complex)
+        self.phi_n = np.zeros((n_bins, n_mics, n_mics), complex)
+        self.w_s = np.zeros(n_bins)
+        self.w_n = np.zeros(n_bins)
+        self.prev_clean = np.zeros(n_bins)  # |S^|^2 of the previous frame (decision-directed)
+        self.cov_decay = float(np.exp(-self.cfg.frame_seconds / self.cfg.covariance_seconds))
+
+    def __call__(self, spec: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
+        """``[M, F, T]`` complex -> the enhanced reference microphone ``[F, T]`` complex.
+
+        ``active``: bool ``[M]``, the microphones that carry decoded signal in these frames
+        (default all); the reference is always used."""
+        cfg = self.cfg
+        spec = np.asarray(spec)
+        if spec.ndim != 3 or spec.shape[:2] != (self.m, self.f):
+            raise ValueError(f"expected spectra [{self.m}, {self.f}, T], got {spec.shape}")
+        act = np.ones(self.m, bool) if active is None else np.asarray(active, bool).copy()
+        act[self.ref] = True
+        idx = np.flatnonzero(act)
+        ref_pos = int(np.flatnonzero(idx == self.ref)[0])
+        out = np.empty(spec.shape[1:], complex)
+        q, rate, a = cfg.noise_quantile, cfg.quantile_rate, self.cov_decay
+        # statistics first, frame by frame; the beamformer is fitted once per call from them
+        for t in range(spec.shape[2]):
+            y = spec[:, :, t]  # [M, F]
+            p = np.abs(y[self.ref]) ** 2
+            if self.frames == 0:
+                self.power, self.noise = p.copy(), p + 1e-20
+            else:
+                self.power = cfg.power_smoothing * self.power + (1 - cfg.power_smoothing) * p
+                above = self.power > self.noise
+                self.noise = self.noise * np.exp(np.where(above, rate * q, -rate * (1 - q)))
+            self.frames += 1
+            speech = np.clip(1 - self.noise / np.maximum(self.power, 1e-30), 0, 1)
+            outer = np.einsum("af,bf->fab", y, y.conj())
+            self.phi_s = a * self.phi_s + (1 - a) * speech[:, None, None] * outer
+            self.phi_n = a * self.phi_n + (1 - a) * (1 - speech)[:, None, None] * outer
+            self.w_s = a * self.w_s + (1 - a) * speech
+            self.w_n = a * self.w_n + (1 - a) * (1 - speech)
+        ys = spec[idx]  # [K, F, T]
+        if len(idx) > 1:
+            sub = np.ix_(np.arange(self.f), idx, idx)
+            phi_s = self.phi_s[sub] / np.maximum(self.w_s, 1e-9)[:, None, None]
+            phi_n = self.phi_n[sub] / np.maximum(self.w_n, 1e-9)[:, None, None]
+            diag = np.real(np.trace(phi_n, axis1=1, axis2=2)) / len(idx)
+            phi_n = phi_n + (cfg.diagonal_loading * diag + 1e-20)[:, None, None] * np.eye(len(idx))
+            sol = np.linalg.solve(phi_n, phi_s)
+            w = sol[:, :, ref_pos] / (np.trace(sol, axis1=1, axis2=2)[:, None] + 1e-20)  # [F, K]
+            beam = np.einsum("fa,aft->ft", w.conj(), ys)
+            noise_out = np.maximum(np.real(np.einsum("fa,fab,fb->f", w.conj(), phi_n, w)), 1e-30)
+        else:
+            beam = ys[0]
+            noise_out = np.maximum(self.noise * (1 - cfg.noise_quantile), 1e-30)
+        for t in range(beam.shape[1]):
+            post = np.abs(beam[:, t]) ** 2 / noise_out
+            xi = cfg.dd_alpha * self.prev_clean / noise_out + (1 - cfg.dd_alpha) * np.maximum(post - 1, 0)
+            g = np.maximum(xi / (1 + xi), cfg.gain_floor)
+            out[:, t] = g * beam[:, t]
+            self.prev_clean = np.abs(out[:, t]) ** 2
+        return out

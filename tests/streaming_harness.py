@@ -189,7 +189,14 @@ def offline_decode(codec, audio: torch.Tensor, steps: list[dict[str, Any]], stag
             assert enc.k == k
             per.append(torch.from_numpy(codec.decode_payload(enc.payload, enc.k))[None])
         row = codec.decode_coefficients(per)
-        rows.append(stage(row) if stage is not None else row)
+        if getattr(stage, "stateful", False):  # one state for this stream, the sources that sent
+            active = torch.zeros(1, codec.cfg.num_mics, dtype=torch.bool)
+            for s, mics in enumerate(codec.mic_groups):
+                active[0, mics] = per[s].shape[-1] > 0
+            row = stage(row, keys=["offline"], active=active)
+        elif stage is not None:
+            row = stage(row)
+        rows.append(row)
     out = torch.cat(rows)
     return codec.to_audio(codec.unchunk(out, spec.shape[-1]), n)
 

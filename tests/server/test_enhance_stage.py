@@ -86,3 +86,43 @@ def test_session_through_the_enhancer_matches_offline(enhancer_file, tmp_path):
         np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-3)
     identity = offline_decode(codec, audio, steps).numpy()[:1]
     assert np.abs(out - identity).max() > 1e-3, "the stage must change the decoded audio"
+
+
+def test_session_through_the_classical_stage_matches_offline(tmp_path):
+    """The streaming classical stage keeps one state per session: four real edges give the
+    offline decode followed by the same stage step by step, and the session's state is
+    dropped when it finishes."""
+    codec = tiny_codec()
+    torch.manual_seed(3)
+    n = 8 * codec.chunk_samples + 50
+    audio = torch.randn(4, n) * 0.1
+    settings = ReceiverSettings(session="room", token=TOKEN, capacity_bps=3000.0, grace_s=0.4,
+                                enhancer="classical")
+    with Receiver(settings, codec) as rx:
+        ready = rx.get("/readyz").json()
+        assert ready["enhancer"] == "classical"
+        results = Edges(rx.url, "room", TOKEN, codec, audio, [0, 1, 2, 3]).start().join(60)
+        rx.wait_state("room", "finished", 30)
+        stats = rx.stats("room")
+        out = rx.audio("room")
+        after = rx.get("/readyz").json()["enhancement"]
+    assert all(isinstance(r, dict) for r in results), results
+    assert out.shape == (1, n) and np.isfinite(out).all()
+    assert after["sessions"] == 0, "a finished session's state must be released"
+    steps = stats["steps"]
+    assert all(st["missing"] == [] for st in steps)
+    ref = offline_decode(codec, audio, steps, stage=build_enhancer("classical", codec)).numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    identity = offline_decode(codec, audio, steps).numpy()[:1]
+    assert np.abs(out - identity).max() > 1e-3, "the stage must change the decoded audio"
+
+
+def test_classical_stage_needs_session_keys():
+    stage = build_enhancer("classical", tiny_codec())
+    assert stage.out_channels(4) == 1 and stage.stateful
+    with pytest.raises(ConfigError, match="needs the sessions' keys"):
+        stage(torch.zeros(1, 4, 2, 256, 4))
+    a = stage(torch.randn(2, 4, 2, 256, 4) * 0.1, keys=["a", "b"])
+    assert a.shape == (2, 1, 2, 256, 4) and stage.describe()["sessions"] == 2
+    stage.release("a")
+    assert stage.describe()["sessions"] == 1
