@@ -213,7 +213,10 @@ class StreamingConfig:
         quantile_rate: multiplicative step of the quantile tracker per frame (log domain).
         power_smoothing: recursive smoothing of the power that the tracker and mask see.
         covariance_seconds: time constant of the recursive speech and noise covariances.
-        diagonal_loading, dd_alpha, gain_floor: as in :class:`ClassicalConfig`.
+        diagonal_loading, dd_alpha: as in :class:`ClassicalConfig`.
+        gain_floor: smallest post-filter gain. Higher than the offline chain's 0.2: without
+            WPE and with a noise floor tracked online, a deeper gain lowered STOI (chosen on
+            six validation rooms of the embedded set, docs/enhancer.md).
         frame_seconds: the STFT hop, to turn time constants into per-frame factors.
     """
 
@@ -223,7 +226,7 @@ class StreamingConfig:
     covariance_seconds: float = 1.5
     diagonal_loading: float = 1e-3
     dd_alpha: float = 0.98
-    gain_floor: float = 0.2
+    gain_floor: float = 0.45
     frame_seconds: float = 0.008
 
     def __post_init__(self) -> None:
