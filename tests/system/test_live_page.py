@@ -100,7 +100,10 @@ def test_live_page_charts_hold_the_rest_steps_during_a_real_run(tmp_path, chromi
         assert page.evaluate("ndpcaLive.summary.state") == "waiting"
 
         edges = Edges(rx.url, "room", TOKEN, codec, audio, [0, 1, 2, 3]).start()
-        page.wait_for("ndpcaLive.summary.state === 'running' && ndpcaLive.steps.length >= 30", 60)
+        # the charts render on the next animation frame after a step arrives: wait for them
+        page.wait_for("ndpcaLive.summary.state === 'running' && "
+                      "(document.getElementById('chart-channel').data || []).some((d) => "
+                      "d.meta === 'capacity' && d.customdata && d.customdata.length >= 30)", 60)
         during = page.evaluate(CHART_DATA)
         running_png = page.screenshot(tmp_path / "live-running.png")
         assert page.evaluate("ndpcaLive.summary.state") == "running"  # the page shows a live session
