@@ -84,6 +84,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "streaming MVDR beamformer and Wiener post-filter; sgmse: the score-based enhancer; "
                         "auto: sgmse when an enhancer checkpoint is in --checkpoint-dir)")
     p.add_argument("--enhance-sampler", default="realtime", help="sgmse sampler preset (default realtime)")
+    p.add_argument("--enhance-context", type=int, default=0,
+                   help="sgmse: past STFT frames the enhancer sees with each step (default 0)")
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -297,7 +299,8 @@ def enhancer_args(args: argparse.Namespace) -> list[str]:
                             "`ndpca train-enhancer --ship checkpoints` or use --enhancer identity")
         return []
     return ["--enhancer", "sgmse", "--enhancer-checkpoint", str(found),
-            "--enhance-sampler", getattr(args, "enhance_sampler", "realtime")]
+            "--enhance-sampler", getattr(args, "enhance_sampler", "realtime"),
+            "--enhance-context", str(getattr(args, "enhance_context", 0))]
 
 
 def run_demo(args: argparse.Namespace) -> int:

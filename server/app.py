@@ -39,7 +39,8 @@ def create_app(settings: ReceiverSettings | None = None, codec: Codec | None = N
         threads = settings.threads or (1 if model.device.type == "cpu" else None)
         enhancer = await asyncio.to_thread(build_enhancer, settings.enhancer, model, {
             "checkpoint": settings.enhancer_checkpoint, "checkpoint_dir": settings.checkpoint_dir,
-            "sampler": settings.enhance_sampler, "steps": settings.enhance_steps, "mics": settings.enhance_mics})
+            "sampler": settings.enhance_sampler, "steps": settings.enhance_steps, "mics": settings.enhance_mics,
+            "context": settings.enhance_context})
         decoder = BatchDecoder(model, enhancer, metrics, settings.max_batch, threads)
         await decoder.start()
         manager = SessionManager(model, decoder, metrics, settings.record_seconds, settings.record_dir,

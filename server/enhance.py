@@ -7,7 +7,8 @@ representation) to output spectra ``[B, C, 2, F, T]`` in the same representation
 * ``identity``: the decoded microphones unchanged (``C = M``);
 * ``sgmse``: the score-based enhancer (:class:`shared.enhancer.ScoreEnhancer`) restores the
   reference microphone (``C = 1``, the enhanced speech), or every microphone with
-  ``enhance_mics = "all"`` (``C = M``, M times the cost). Its sampler (a preset: ``realtime``,
+  ``enhance_mics = "all"`` (``C = M``, M times the cost); an enhancer trained after the
+  classical stage runs it first, and ``enhance_context`` frames of the past widen its view. Its sampler (a preset: ``realtime``,
   ``fast``, ``quality``) and number of steps are configurable; the default ``realtime`` keeps
   one 4-source session in real time on 2 CPU cores (docs/benchmark.md);
 * ``classical``: an MVDR beamformer over the decoded microphones and a Wiener post-filter
@@ -65,14 +66,21 @@ class IdentityEnhancer:
 class ScoreBasedEnhancer:
     """The receiver's SGMSE stage: decoded reference microphone -> enhanced speech.
 
-    Each step is enhanced on its own (``frames_per_step`` frames, 32 ms by default); sampling noise
-    is seeded per call, so the output is deterministic for a given input.
+    Each step (``frames_per_step`` frames, 32 ms by default) is enhanced with the
+    ``context_frames`` input frames before it (the stage keeps them per session; 0: the step on
+    its own); sampling noise is seeded per call, so the output is deterministic for a given
+    input. An enhancer trained after the classical stage (its checkpoint's ``front_end`` is
+    ``classical``) gets the streaming MVDR and Wiener post-filter's output over every decoded
+    microphone, computed here with one state per session. With context or a classical front end
+    the stage is stateful (it needs the sessions' keys, and releases a session's state when it
+    finishes or after ``idle_seconds`` without steps).
     """
 
     name = "sgmse"
 
     def __init__(self, codec: Codec, checkpoint: str | Path, sampler: str = "realtime",
-                 steps: int | None = None, mics: str = "ref", ref_mic: int = 0) -> None:
+                 steps: int | None = None, mics: str = "ref", ref_mic: int = 0,
+                 context_frames: int = 0, idle_seconds: float = 120.0) -> None:
         from shared.enhancer import ScoreEnhancer, sampler_from_name
 
         if mics not in ("ref", "all"):
@@ -80,10 +88,19 @@ class ScoreBasedEnhancer:
         if not 0 <= ref_mic < codec.cfg.num_mics:
             raise ConfigError(f"enhance reference microphone {ref_mic} is not one of the codec's "
                               f"{codec.cfg.num_mics} microphones")
+        if context_frames < 0:
+            raise ConfigError(f"enhance_context must be at least 0 frames, got {context_frames}")
         self.enhancer = ScoreEnhancer.load(checkpoint, device=codec.device).eval()
         if self.enhancer.stft != codec.cfg.stft:
             raise ConfigError(f"enhancer {checkpoint} works on the {self.enhancer.stft!r} STFT but the codec on "
                               f"{codec.cfg.stft!r}; use an enhancer trained for this codec's preset")
+        self.front_end = str(self.enhancer.header.get("front_end", "mic"))
+        if self.front_end not in ("mic", "classical"):
+            raise ConfigError(f"enhancer {checkpoint} has an unknown front end {self.front_end!r}; "
+                              "use an enhancer checkpoint written by this release")
+        if self.front_end == "classical" and mics != "ref":
+            raise ConfigError(f"enhancer {checkpoint} enhances the classical stage's output (one channel); "
+                              "enhance_mics must be 'ref'")
         cfg = sampler_from_name(sampler)
         if steps is not None:
             if steps < 1:
@@ -92,6 +109,12 @@ class ScoreBasedEnhancer:
         self.sampler = cfg
         self.representation = codec.cfg.representation
         self.mics, self.ref_mic = mics, ref_mic
+        self.context_frames = int(context_frames)
+        self.classical = (ClassicalStreamingEnhancer(codec, ref_mic, idle_seconds)
+                          if self.front_end == "classical" else None)
+        self.stateful = self.classical is not None or self.context_frames > 0
+        self.idle_seconds = idle_seconds
+        self._context: dict[Any, tuple[torch.Tensor, float]] = {}
         self.checkpoint = str(checkpoint)
         self._lock = threading.Lock()
 
@@ -101,16 +124,50 @@ class ScoreBasedEnhancer:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "checkpoint": Path(self.checkpoint).name, "sha256": self.enhancer.sha256[:12],
                 "sampler": self.sampler.as_dict(), "evaluations": self.enhancer.evaluations(self.sampler),
-                "mics": self.mics}
+                "mics": self.mics, "front_end": self.front_end, "context_frames": self.context_frames}
+
+    def release(self, key: Any) -> None:
+        with self._lock:
+            self._context.pop(key, None)
+        if self.classical is not None:
+            self.classical.release(key)
 
     @torch.no_grad()
-    def __call__(self, spectra: torch.Tensor) -> torch.Tensor:
+    def __call__(self, spectra: torch.Tensor, keys: list[Any] | None = None,
+                 active: torch.Tensor | None = None) -> torch.Tensor:
         from shared.stft import convert_channels
 
-        x = spectra[:, self.ref_mic : self.ref_mic + 1] if self.mics == "ref" else spectra
+        if self.stateful and keys is None:
+            raise ConfigError("this enhancer keeps one state per session (context frames or the classical "
+                              "front end) and needs the sessions' keys")
+        if self.classical is not None:
+            x = self.classical(spectra, keys, active)
+        else:
+            x = spectra[:, self.ref_mic : self.ref_mic + 1] if self.mics == "ref" else spectra
+        x = convert_channels(x, self.representation)
+        steps = x.shape[-1]
+        if self.context_frames:
+            x = self._with_context(x, keys)
         with self._lock:
-            out = self.enhancer.enhance(convert_channels(x, self.representation), self.sampler)
-        return convert_channels(out, "complex", self.representation)
+            out = self.enhancer.enhance(x, self.sampler)
+        return convert_channels(out[..., -steps:], "complex", self.representation)
+
+    def _with_context(self, x: torch.Tensor, keys: list[Any]) -> torch.Tensor:
+        """Prefix each session's step with its previous ``context_frames`` input frames (zeros
+        before its first step) and remember the newest ones."""
+        now, c = time.monotonic(), self.context_frames
+        rows = []
+        with self._lock:
+            for stale in [k for k, (_, t) in self._context.items() if now - t > self.idle_seconds]:
+                del self._context[stale]
+            for b, key in enumerate(keys):
+                prev = self._context.get(key, (None, 0.0))[0]
+                if prev is None:
+                    prev = x.new_zeros(*x.shape[1:-1], c)
+                row = torch.cat([prev, x[b]], dim=-1)
+                self._context[key] = (row[..., -c:].clone(), now)
+                rows.append(row)
+        return torch.stack(rows)
 
 
 class ClassicalStreamingEnhancer:
@@ -187,7 +244,8 @@ def _sgmse(codec: Codec, options: dict[str, Any]) -> Enhancer:
             raise ConfigError(f"no enhancer checkpoint in {directory}/; train one with `ndpca train-enhancer "
                               "--ship checkpoints` or pass --enhancer-checkpoint FILE")
     return ScoreBasedEnhancer(codec, path, options.get("sampler") or "realtime", options.get("steps"),
-                              options.get("mics") or "ref", int(options.get("ref_mic") or 0))
+                              options.get("mics") or "ref", int(options.get("ref_mic") or 0),
+                              int(options.get("context") or 0))
 
 
 def _classical(codec: Codec, options: dict[str, Any]) -> Enhancer:

@@ -336,3 +336,22 @@ class StreamingClassical:
             out[:, t] = g * beam[:, t]
             self.prev_clean = np.abs(out[:, t]) ** 2
         return out
+
+
+def stream_classical(spec: np.ndarray, step_frames: int, active: np.ndarray | None = None,
+                     ref_mic: int = 0, cfg: StreamingConfig | None = None) -> np.ndarray:
+    """A whole signal through :class:`StreamingClassical` the way the receiver runs it: one call
+    per streaming step of ``step_frames`` frames (the beamformer is refitted once per call).
+
+    Args:
+        spec: complex linear spectra ``[M, F, T]``.
+        active: bool ``[M]``, the microphones whose source sent coefficients (default all).
+    Returns:
+        the enhanced reference microphone ``[F, T]`` complex.
+    """
+    if step_frames < 1:
+        raise ValueError(f"step_frames must be at least 1, got {step_frames}")
+    spec = np.asarray(spec)
+    state = StreamingClassical(spec.shape[0], spec.shape[1], ref_mic, cfg)
+    return np.concatenate([state(spec[:, :, i : i + step_frames], active)
+                           for i in range(0, spec.shape[2], step_frames)], axis=1)

@@ -18,7 +18,7 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -63,6 +63,10 @@ class InputsSection(BaseModel):
     decoded_prob: float = Field(0.5, ge=0, le=1)  # share of decoded inputs in a batch
     bandwidths: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128, 256])
     decoded_per_example: int = Field(1, ge=1)
+    # what the network enhances: microphone 0 itself ("mic"), or the output of the receiver's
+    # streaming classical stage over every microphone ("classical": MVDR and Wiener post-filter,
+    # step by step as the receiver runs it), so that the score model starts from the beamformer
+    front_end: Literal["mic", "classical"] = "mic"
 
 
 class EnhancerTrainSection(BaseModel):
@@ -139,6 +143,22 @@ def _spectra(wave: torch.Tensor, preset_name: str) -> torch.Tensor:
     return to_channels(stft(wave, get_preset(preset_name)), "complex")
 
 
+def front_end_channels(channels: torch.Tensor, front_end: str, step_frames: int = 4,
+                       active: torch.Tensor | None = None) -> torch.Tensor:
+    """What the enhancer sees of the microphones' compressed complex spectra ``[M, 2, F, T]``:
+    microphone 0 (``mic``) or the streaming classical stage's output over all of them
+    (``classical``, one call per ``step_frames`` frames, ``active`` microphones) -> ``[2, F, T]``."""
+    if front_end == "mic":
+        return channels[0]
+    from shared.classical import stream_classical
+    from shared.stft import from_channels
+
+    spec = from_channels(channels.double(), "complex").numpy()
+    mask = None if active is None else active.numpy()
+    out = stream_classical(spec, step_frames, mask)
+    return to_channels(torch.from_numpy(out).to(torch.complex64), "complex")
+
+
 def build_pairs(cfg: EnhancerConfig, split: str, run_dir: Path | None = None,
                 progress: bool = True) -> PairBank:
     """Read the split and make its pairs (decoded ones cached in ``run_dir``)."""
@@ -151,8 +171,12 @@ def build_pairs(cfg: EnhancerConfig, split: str, run_dir: Path | None = None,
         n = len(ds) if cfg.data.max_train_examples is None else min(len(ds), cfg.data.max_train_examples)
         examples += [ds[i] for i in range(n)]
     n = len(examples)
-    mic_pairs = [(_spectra(ex["mics"][0], cfg.enhancer.stft), _spectra(ex["clean"], cfg.enhancer.stft))
-                 for ex in examples]
+    front = cfg.inputs.front_end
+    step_frames = 4  # the receiver's 32 ms step (the codec's frames_per_step for decoded inputs)
+    mic_pairs = [(front_end_channels(_spectra(ex["mics"], cfg.enhancer.stft), front, step_frames)
+                  if front != "mic" else _spectra(ex["mics"][0], cfg.enhancer.stft),
+                  _spectra(ex["clean"], cfg.enhancer.stft))
+                 for ex in tqdm(examples, disable=not progress or front == "mic", desc=f"front end {split}")]
     decoded_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
     if cfg.inputs.codec and cfg.inputs.decoded_prob > 0:
         from shared.codec import Codec
@@ -162,7 +186,8 @@ def build_pairs(cfg: EnhancerConfig, split: str, run_dir: Path | None = None,
         if codec.cfg.representation != "complex" or codec.cfg.stft != cfg.enhancer.stft:
             raise ConfigError(f"codec {path} uses {codec.cfg.representation}/{codec.cfg.stft}; the enhancer "
                               f"needs a complex-representation codec on the {cfg.enhancer.stft!r} preset")
-        cache = (run_dir / f"decoded-{split}-{codec.sha256[:12]}-{n}.pt") if run_dir else None
+        tag = "" if front == "mic" else f"-{front}"
+        cache = (run_dir / f"decoded-{split}-{codec.sha256[:12]}-{n}{tag}.pt") if run_dir else None
         if cache is not None and cache.is_file():
             decoded_pairs = torch.load(cache, weights_only=True)
         else:
@@ -171,7 +196,11 @@ def build_pairs(cfg: EnhancerConfig, split: str, run_dir: Path | None = None,
                 for _ in range(cfg.inputs.decoded_per_example):
                     total = rng.choice(cfg.inputs.bandwidths)
                     _, stats = codec.code_signal(ex["mics"], total)
-                    decoded_pairs.append((stats["spectra"][0].cpu().clone(), x))
+                    spectra = stats["spectra"].cpu()
+                    active = torch.zeros(spectra.shape[0], dtype=torch.bool)
+                    for k, mics in zip(stats["allocation"], codec.mic_groups):
+                        active[mics] = k > 0
+                    decoded_pairs.append((front_end_channels(spectra, front, codec.frames_per_step, active).clone(), x))
             if cache is not None:
                 torch.save(decoded_pairs, cache)
     return PairBank(mic_pairs, decoded_pairs, cfg.train.frames)
@@ -244,7 +273,8 @@ def train_enhancer(cfg: EnhancerConfig, run_dir: Path, out: Path | None = None, 
     ema = ema.cpu().eval()
     val = validate(ema, cfg, progress=False)
     path = run_dir / "enhancer.ckpt"
-    ema.save(path, {"train_config": json.loads(cfg.model_dump_json()), "provenance": provenance or {},
+    ema.save(path, {"front_end": cfg.inputs.front_end,
+                    "train_config": json.loads(cfg.model_dump_json()), "provenance": provenance or {},
                     "validation": val})
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from shared.models.frame import FrameTransform, JointDecoder, VectorEncoder
+from shared.models.frame import FrameTransform, JointDecoder, VectorEncoder, band_weights
 from shared.stft import get_preset
 
 #: Version of the latent layout stored in checkpoints; 1 was the chunk-latent convolutional
@@ -83,6 +83,9 @@ class ModelConfig(BaseModel):
             allocation of Li et al. The default codecs weight the source holding the reference
             microphone (microphone 0, what the receiver plays and enhances) above the others,
             so that a tight budget goes to the reference first (docs/codec.md).
+        band_split_hz, high_band_weight: the per-frame transform weighs the bins above
+            ``band_split_hz`` by ``high_band_weight`` (1: no weighting), so that components
+            and accuracy go to the band that carries intelligibility (docs/codec.md).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -98,6 +101,8 @@ class ModelConfig(BaseModel):
     hidden_enc: int = Field(256, ge=0)
     hidden_dec: int = Field(512, ge=0)
     source_weights: tuple[float, ...] | None = None
+    band_split_hz: float = Field(4000.0, gt=0)
+    high_band_weight: float = Field(1.0, gt=0, le=1)
 
     def spec(self) -> ArchSpec:
         try:
@@ -175,7 +180,8 @@ class DistributedAutoencoder(nn.Module):
         self.bins = preset.n_bins
         self.groups = cfg.mic_groups
         learnt = cfg.spec().learnt
-        self.frame = FrameTransform(preset.n_bins, cfg.frame_dim)
+        self.frame = FrameTransform(preset.n_bins, cfg.frame_dim, band_weights(
+            preset.n_bins, preset.sample_rate, cfg.band_split_hz, cfg.high_band_weight))
         self.encoders = nn.ModuleList(
             VectorEncoder(len(g) * cfg.frames * cfg.frame_dim, d, cfg.hidden_enc if learnt else 0)
             for g, d in zip(self.groups, cfg.latent_sizes)

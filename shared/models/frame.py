@@ -56,26 +56,48 @@ def pca(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.float(), dirs.float()
 
 
-class FrameTransform(nn.Module):
-    """Per-frame tied linear transform ``[..., 2F] <-> [..., p]`` around a mean frame."""
+def band_weights(bins: int, sample_rate: int, split_hz: float, high: float,
+                 width_hz: float = 1000.0) -> torch.Tensor:
+    """Per-bin weight ``[bins]``: 1 below ``split_hz``, ``high`` above it, a raised cosine of
+    ``width_hz`` between (centred on ``split_hz``)."""
+    f = torch.linspace(0.0, sample_rate / 2, bins, dtype=torch.float64)
+    t = ((f - (split_hz - width_hz / 2)) / width_hz).clamp(0.0, 1.0)
+    ramp = 0.5 - 0.5 * torch.cos(torch.pi * t)
+    return (1.0 + (high - 1.0) * ramp).float()
 
-    def __init__(self, bins: int, dim: int) -> None:
+
+class FrameTransform(nn.Module):
+    """Per-frame tied linear transform ``[..., 2F] <-> [..., p]`` around a mean frame.
+
+    ``bin_weight`` (``[F]``, default all 1) weighs the bins before the transform and is undone
+    after its inverse: the transform is orthonormal in the weighted domain, so PCA ranks the
+    bins by weighted energy and the quantiser's (white) error comes back shaped by ``1 / w``
+    (a band of weight 0.5 gets four times the error power and fewer components).
+    """
+
+    def __init__(self, bins: int, dim: int, bin_weight: torch.Tensor | None = None) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(dim, 2 * bins) / (2 * bins) ** 0.5)
         self.register_buffer("mean", torch.zeros(2 * bins))
+        w = torch.ones(bins) if bin_weight is None else bin_weight.float()
+        if w.shape != (bins,) or not bool((w > 0).all()):
+            raise ValueError(f"bin_weight must hold {bins} positive numbers")
+        # derived from the model config, not stored in checkpoints (real and imaginary parts)
+        self.register_buffer("bin_weight", torch.cat([w, w]), persistent=False)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """``[..., 2F]`` -> ``[..., p]``."""
-        return (frames - self.mean) @ self.weight.T
+        return ((frames - self.mean) * self.bin_weight) @ self.weight.T
 
     def inverse(self, coeffs: torch.Tensor) -> torch.Tensor:
         """``[..., p]`` -> ``[..., 2F]``."""
-        return coeffs @ self.weight + self.mean
+        return (coeffs @ self.weight) / self.bin_weight + self.mean
 
     @torch.no_grad()
     def init_pca(self, frames: torch.Tensor) -> None:
-        """Start from PCA of frames ``[N, 2F]``."""
-        mean, dirs = pca(frames, self.weight.shape[0])
+        """Start from PCA of frames ``[N, 2F]`` (in the weighted domain)."""
+        mean, dirs = pca(frames * self.bin_weight, self.weight.shape[0])
+        mean = mean / self.bin_weight
         self.mean.copy_(mean)
         self.weight.copy_(dirs)
 

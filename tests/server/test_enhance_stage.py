@@ -41,6 +41,64 @@ def test_stage_enhances_the_reference_microphone(enhancer_file):
     assert stage.describe()["evaluations"] == stage.enhancer.evaluations(stage.sampler)
 
 
+@pytest.fixture(scope="module")
+def classical_enhancer_file(tmp_path_factory):
+    """An enhancer whose checkpoint says it was trained on the classical stage's output."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("enh") / "enhancer-classical.ckpt"
+    enhancer = ScoreEnhancer(SCORE_NET_PRESETS["tiny"])
+    with torch.no_grad():
+        enhancer.net.out.weight.normal_(0, 0.2)
+    enhancer.save(path, {"front_end": "classical"})
+    return path
+
+
+def test_stage_with_context_sees_the_past_frames(enhancer_file):
+    """With context, each step is enhanced after the session's previous input frames (zeros
+    before the first step) and only the step's own frames come out; sessions are separate."""
+    codec = tiny_codec()
+    stage = ScoreBasedEnhancer(codec, enhancer_file, "fast", steps=2, context_frames=6)
+    assert stage.stateful and stage.describe()["context_frames"] == 6
+    torch.manual_seed(4)
+    a, b = torch.randn(2, 1, 4, 2, 256, 4) * 0.2
+    first, second = stage(a, keys=["s"]), stage(b, keys=["s"])
+    x = lambda *parts: torch.cat(parts, dim=-1)[:, :1]  # noqa: E731
+    zeros = torch.zeros(1, 4, 2, 256, 6)
+    torch.testing.assert_close(first, stage.enhancer.enhance(x(zeros[:, :, :, :, :6], a), stage.sampler)[..., -4:])
+    expect = stage.enhancer.enhance(x(zeros[:, :, :, :, :2], a, b), stage.sampler)[..., -4:]
+    torch.testing.assert_close(second, expect)
+    torch.testing.assert_close(stage(a, keys=["other"]), first)  # a new session starts afresh
+    stage.release("s")
+    torch.testing.assert_close(stage(a, keys=["s"]), first)
+    with pytest.raises(ConfigError, match="keys"):
+        stage(a)
+
+
+def test_classical_front_end_runs_the_classical_stage_first(classical_enhancer_file, enhancer_file):
+    """An enhancer trained after the classical stage gets the stage's output (one state per
+    session, the active microphones honoured), and refuses to enhance every microphone."""
+    from shared.classical import stream_classical
+    from shared.stft import from_channels, to_channels
+
+    codec = tiny_codec()
+    stage = ScoreBasedEnhancer(codec, classical_enhancer_file, "fast", steps=2)
+    assert stage.stateful and stage.front_end == "classical" and stage.out_channels(4) == 1
+    torch.manual_seed(5)
+    steps = [torch.randn(1, 4, 2, 256, 4) * 0.2 for _ in range(3)]
+    active = torch.tensor([[True, True, False, True]])
+    got = torch.cat([stage(x, keys=["room"], active=active) for x in steps], dim=-1)
+    whole = from_channels(torch.cat(steps, dim=-1)[0].double()).numpy()
+    front = to_channels(torch.from_numpy(stream_classical(whole, 4, active[0].numpy())).to(torch.complex64))
+    want = torch.cat([stage.enhancer.enhance(front[None, None, ..., i : i + 4], stage.sampler)
+                      for i in range(0, 12, 4)], dim=-1)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+    stage.release("room")
+    assert stage.classical.describe()["sessions"] == 0
+    with pytest.raises(ConfigError, match="enhance_mics"):
+        ScoreBasedEnhancer(codec, classical_enhancer_file, mics="all")
+    assert not ScoreBasedEnhancer(codec, enhancer_file).stateful  # the plain stage stays stateless
+
+
 def test_stage_bad_settings(enhancer_file, tmp_path):
     codec = tiny_codec()
     with pytest.raises(ConfigError, match="unknown enhancer"):
@@ -51,6 +109,12 @@ def test_stage_bad_settings(enhancer_file, tmp_path):
         ScoreBasedEnhancer(codec, enhancer_file, steps=0)
     with pytest.raises(ConfigError, match="sampler|preset"):
         ScoreBasedEnhancer(codec, enhancer_file, sampler="warp-speed")
+    with pytest.raises(ConfigError, match="enhance_context"):
+        ScoreBasedEnhancer(codec, enhancer_file, context_frames=-1)
+    odd = tmp_path / "enhancer-odd.ckpt"
+    ScoreEnhancer(SCORE_NET_PRESETS["tiny"]).save(odd, {"front_end": "wpe"})
+    with pytest.raises(ConfigError, match="unknown front end"):
+        ScoreBasedEnhancer(codec, odd)
     codec_file = tmp_path / "codec.ckpt"
     codec.save(codec_file)
     with pytest.raises(CheckpointError, match="expected 'enhancer'"):
@@ -86,6 +150,35 @@ def test_session_through_the_enhancer_matches_offline(enhancer_file, tmp_path):
         np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-3)
     identity = offline_decode(codec, audio, steps).numpy()[:1]
     assert np.abs(out - identity).max() > 1e-3, "the stage must change the decoded audio"
+
+
+def test_session_through_the_classical_front_end_and_context_matches_offline(classical_enhancer_file, tmp_path):
+    """The sgmse stage after the classical stage, with context frames, in a real session: the
+    receiver's output equals the offline decode through the same stage, and the session's
+    states are released when it finishes."""
+    codec = tiny_codec()
+    torch.manual_seed(6)
+    n = 6 * codec.chunk_samples + 30
+    audio = torch.randn(4, n) * 0.1
+    settings = ReceiverSettings(session="room", token=TOKEN, capacity_bps=3000.0, grace_s=0.4, enhancer="sgmse",
+                                enhancer_checkpoint=str(classical_enhancer_file), enhance_sampler="fast",
+                                enhance_context=8)
+    with Receiver(settings, codec) as rx:
+        ready = rx.get("/readyz").json()["enhancement"]
+        assert ready["front_end"] == "classical" and ready["context_frames"] == 8
+        results = Edges(rx.url, "room", TOKEN, codec, audio, [0, 1, 2, 3]).start().join(60)
+        rx.wait_state("room", "finished", 30)
+        stats = rx.stats("room")
+        out = rx.audio("room")
+    assert all(isinstance(r, dict) for r in results), results
+    assert out.shape == (1, n) and np.isfinite(out).all()
+    steps = stats["steps"]
+    stage = ScoreBasedEnhancer(codec, classical_enhancer_file, "fast", context_frames=8)
+    ref = offline_decode(codec, audio, steps, stage=stage).numpy()
+    if all(st.get("decode_batch", 1) == 1 for st in steps):
+        np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-3)
+    plain = offline_decode(codec, audio, steps, stage=build_enhancer("classical", codec)).numpy()
+    assert np.abs(out - plain).max() > 1e-3, "the score model must change the classical stage's output"
 
 
 def test_session_through_the_classical_stage_matches_offline(tmp_path):

@@ -116,6 +116,33 @@ def test_untrained_model_is_the_linear_transform_coder():
     torch.testing.assert_close(d.decode(d.encode(x)), out, atol=1e-5, rtol=1e-4)
 
 
+def test_band_weighting_moves_components_and_error_below_the_split():
+    """A high-band weight below 1 is the weighted PCA: the frame transform is orthonormal in the
+    weighted domain (lossless at full width), its components favour the low band, and the
+    low band's reconstruction error falls while the high band's rises."""
+    from shared.models.frame import band_weights
+
+    w = band_weights(256, 16000, 4000.0, 0.5)
+    assert w[0] == 1 and w[-1] == pytest.approx(0.5) and bool((w[:-1] >= w[1:]).all())
+    assert w[int(3500 / 8000 * 255)] == pytest.approx(1.0, abs=1e-3)
+    torch.manual_seed(0)
+    x = torch.randn(48, 4, 2, 256, 8) * torch.linspace(1.0, 0.6, 256)[:, None]  # a gently falling spectrum
+    errs = {}
+    for high in (1.0, 0.5):
+        cfg = tiny_model_config("dpca-e4d1", frame_dim=512, frames=1, latent_total=4 * 512,
+                                high_band_weight=high)
+        full = DistributedAutoencoder(cfg).eval()
+        full.init_linear(x)
+        torch.testing.assert_close(full.decode(full.encode(x)), x, atol=1e-3, rtol=1e-3)
+        m = DistributedAutoencoder(tiny_model_config("dpca-e4d1", high_band_weight=high)).eval()
+        m.init_linear(x)
+        e = (m.decode(m.encode(x)) - x).pow(2)
+        errs[high] = (e[..., :128, :].mean().item(), e[..., 160:, :].mean().item())
+    assert errs[0.5][0] < errs[1.0][0] and errs[0.5][1] > errs[1.0][1], errs
+    with pytest.raises(ValueError):
+        ModelConfig(high_band_weight=0.0)
+
+
 @pytest.mark.parametrize("rep", ["complex", "magphase"])
 def test_representation_round_trip(rep):
     """Both channel representations of the STFT invert back to the waveform."""
