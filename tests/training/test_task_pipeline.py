@@ -66,6 +66,38 @@ def test_enhancer_checkpoint_records_training(pipeline):
     assert decoded, "decoded inputs were not made"
 
 
+def test_enhancer_after_the_classical_stage_trains_on_its_output(pipeline):
+    """front_end = classical: both the captured and the decoded inputs are the streaming
+    classical stage's output (step by step, the allocation's microphones), and the checkpoint
+    says so, which is what the receiver's sgmse stage reads."""
+    from shared.classical import stream_classical
+    from shared.stft import from_channels, get_preset, stft, to_channels
+    from training.data.dataset import RoomDataset
+    from training.enhancer_train import build_pairs
+
+    ecfg = load_enhancer_config(CONFIGS / "enhancer-debug.toml", {
+        "data": {"dir": str(pipeline["data"]), "build": {}, "max_train_examples": 2},
+        "inputs": {"codec": str(pipeline["agnostic"] / "ndpca-e4d1.ckpt"), "decoded_prob": 0.5, "bandwidths": [16],
+                   "front_end": "classical"},
+        "train": {"steps": 1}})
+    bank = build_pairs(ecfg, "train", None, progress=False)
+    ex = RoomDataset(pipeline["data"] / "manifest.json", "train")[0]
+    spec = stft(ex["mics"], get_preset("stream"))
+    want = to_channels(torch.from_numpy(stream_classical(spec.to(torch.complex128).numpy(), 4)).to(torch.complex64))
+    torch.testing.assert_close(bank.mic[0][0], want, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(bank.mic[0][0], to_channels(spec[0]), atol=1e-3)  # not microphone 0 itself
+    codec = Codec.load(pipeline["agnostic"] / "ndpca-e4d1.ckpt")
+    _, stats = codec.code_signal(ex["mics"], 16)
+    active = torch.zeros(4, dtype=torch.bool)
+    for k, mics in zip(stats["allocation"], codec.mic_groups):
+        active[mics] = k > 0
+    dec = from_channels(stats["spectra"].double()).numpy()
+    want = to_channels(torch.from_numpy(stream_classical(dec, codec.frames_per_step, active.numpy())).to(torch.complex64))
+    torch.testing.assert_close(bank.decoded[0][0], want, atol=1e-5, rtol=1e-4)
+    path = train_enhancer(ecfg, pipeline["root"] / "runs" / "enhancer-classical", progress=False)
+    assert ScoreEnhancer.load(path).header["front_end"] == "classical"
+
+
 def test_task_aware_codec_starts_from_the_agnostic_one(pipeline):
     ta = Codec.load(pipeline["task"] / "ndpca-e4d1.ckpt")
     assert ta.header["train_config"]["task"]["lambda_task"] == 1.0
