@@ -177,11 +177,13 @@ class BatchDecoder:
         ``[B, M, 2, F, frames_per_step]``."""
         n_v = self.codec.cfg.vectors_per_step
         per_source = []
+        kept = torch.zeros(len(rows), self.codec.n_sources, dtype=torch.long)
         for s in range(self.codec.n_sources):
             ks = [0 if r[s] is None else np.shape(r[s])[-1] for r in rows]
+            kept[:, s] = torch.tensor(ks)
             x = torch.zeros(len(rows), n_v, max(ks), dtype=torch.float32)
             for b, r in enumerate(rows):
                 if ks[b]:
                     x[b, :, : ks[b]] = torch.from_numpy(np.asarray(r[s], dtype=np.float32).reshape(n_v, -1))
             per_source.append(x)
-        return self.codec.decode_coefficients(per_source)
+        return self.codec.decode_coefficients(per_source, kept)

@@ -303,8 +303,13 @@ class Codec:
         return self.decode_coefficients(coeffs)[0]
 
     @torch.no_grad()
-    def decode_coefficients(self, coeffs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Per source normalised coefficients ``[B, n, k_s]`` -> spectra ``[B, M, 2, F, n G]``."""
+    def decode_coefficients(self, coeffs: Sequence[torch.Tensor],
+                            kept: torch.Tensor | None = None) -> torch.Tensor:
+        """Per source normalised coefficients ``[B, n, k_s]`` -> spectra ``[B, M, 2, F, n G]``.
+
+        ``kept``: ``[B, S]`` components each row really received per source, where rows of
+        a batch were zero-padded to a common ``k_s`` (default: ``k_s`` for every row). A
+        decoder that sees the allocation (``decoder_rate_input``) is told these."""
         batch = max(c.shape[0] for c in coeffs)
         latents = []
         for b, c in zip(self.bases, coeffs):
@@ -312,7 +317,7 @@ class Codec:
             if c.shape[0] != batch:
                 c = c.expand(batch, -1, -1)
             latents.append(b.reconstruct(c, c.shape[-1]))
-        return self.model.decode(latents)
+        return self.model.decode(latents, [int(c.shape[-1]) for c in coeffs] if kept is None else kept)
 
     # ------------------------------------------------------------------ offline
     @torch.no_grad()
@@ -350,9 +355,11 @@ class Codec:
         plan = self.plan_for_components(per_vector, rule)
         n_steps = full_coeffs[0].shape[0]
         coeffs, bits, sent = [], 0, 0
+        kept = torch.zeros(n_steps, len(full_coeffs), dtype=torch.long)  # components sent per step
         for s, full in enumerate(full_coeffs):
             k = plan.allocation[s]
             if not quantise:
+                kept[:, s] = k
                 coeffs.append(full[..., :k])
                 bits += 32 * full[..., :k].numel()
                 sent += full[..., :k].numel()
@@ -362,10 +369,11 @@ class Codec:
                 enc = self.encode_payload(step, k, plan.bits_per_source[s])
                 bits += enc.bits
                 sent += enc.k * step.shape[0]
+                kept[i, s] = enc.k
                 q = self.coder.dequantise(self.coder.quantise(step[:, : enc.k]))
                 rows[i, :, : enc.k] = torch.from_numpy(q)
             coeffs.append(rows)
-        out = torch.cat([self.decode_coefficients([c[i : i + 64] for c in coeffs])
+        out = torch.cat([self.decode_coefficients([c[i : i + 64] for c in coeffs], kept[i : i + 64])
                          for i in range(0, n_steps, 64)])
         decoded_spectra = self.unchunk(out, n_frames)
         audio = self.to_audio(decoded_spectra, n)

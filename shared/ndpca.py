@@ -139,7 +139,7 @@ def quantisation_noise(coeffs: torch.Tensor, std: torch.Tensor, step: float) -> 
 
 def batch_pca_bottleneck(latents: Sequence[torch.Tensor], total: int,
                          weights: Sequence[float] | None = None,
-                         quant_step: float = 0.0) -> list[torch.Tensor]:
+                         quant_step: float = 0.0, with_k: bool = False):
     """NDPCA's training bottleneck: per-batch, per-source PCA and a pooled top-``total`` pick.
 
     Each source's batch latents ``[B, d_s]`` are centred on the batch mean; an SVD per source
@@ -148,7 +148,7 @@ def batch_pca_bottleneck(latents: Sequence[torch.Tensor], total: int,
     multiplied by its task weight, decide ``k_s`` (as the receiver allocates); each latent
     is replaced by its projection on its first ``k_s`` directions, with the quantiser's
     error added to the kept coefficients when ``quant_step > 0``. Gradients flow to the
-    encoders through the projection.
+    encoders through the projection. ``with_k``: also return the ``k_s``.
     """
     svs, vs, means = [], [], []
     for z in latents:
@@ -170,16 +170,17 @@ def batch_pca_bottleneck(latents: Sequence[torch.Tensor], total: int,
             std = torch.from_numpy(sv[:k] / max(1.0, (z.shape[0] - 1) ** 0.5)).to(z.device)
             c = quantisation_noise(c, std, quant_step)
         out.append(mu + c @ vk.T)
-    return out
+    return (out, list(ks)) if with_k else out
 
 
 def batch_truncation_bottleneck(latents: Sequence[torch.Tensor], total: int,
-                                quant_step: float = 0.0) -> list[torch.Tensor]:
+                                quant_step: float = 0.0, with_k: bool = False):
     """The naive baselines' bottleneck: each source keeps its first ``floor(total / S)`` dims.
 
     Dropped dimensions are replaced by their (detached) batch mean, as the receiver replaces
     them by the training-set mean; kept ones get the quantiser's error when
-    ``quant_step > 0`` (relative to each dimension's batch standard deviation).
+    ``quant_step > 0`` (relative to each dimension's batch standard deviation). ``with_k``:
+    also return the ``k_s``.
     """
     ks = allocate_uniform([z.shape[1] for z in latents], total)
     out = []
@@ -190,7 +191,7 @@ def batch_truncation_bottleneck(latents: Sequence[torch.Tensor], total: int,
         if quant_step > 0:
             kept = quantisation_noise(z, z.detach().std(0).clamp_min(1e-6), quant_step)
         out.append(kept * mask + z.mean(0, keepdim=True).detach() * (1 - mask))
-    return out
+    return (out, list(ks)) if with_k else out
 
 
 def random_bottleneck_size(total_dim: int, generator: torch.Generator | None = None) -> int:

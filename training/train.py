@@ -58,13 +58,13 @@ class BottleneckedAutoencoder(nn.Module):
         total = sum(z.shape[1] for z in latents)
         k = min(k, total)
         if self.bottleneck == "pca":
-            kept = batch_pca_bottleneck(latents, k, self.weights, self.quant_step)
+            kept, ks = batch_pca_bottleneck(latents, k, self.weights, self.quant_step, with_k=True)
         elif self.bottleneck in ("none", "truncate"):
-            kept = batch_truncation_bottleneck(latents, total if self.bottleneck == "none" else k,
-                                               self.quant_step)
+            kept, ks = batch_truncation_bottleneck(latents, total if self.bottleneck == "none" else k,
+                                                   self.quant_step, with_k=True)
         else:
             raise ValueError(f"unknown bottleneck {self.bottleneck!r}")
-        recon = self.model.decode([z.reshape(b, n, -1) for z in kept])
+        recon = self.model.decode([z.reshape(b, n, -1) for z in kept], ks)
         return {"recon": recon, "latents": latents}
 
 

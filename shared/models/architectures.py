@@ -83,6 +83,8 @@ class ModelConfig(BaseModel):
             allocation of Li et al. The default codecs weight the source holding the reference
             microphone (microphone 0, what the receiver plays and enhances) above the others,
             so that a tight budget goes to the reference first (docs/codec.md).
+        decoder_rate_input: the joint decoder also sees each source's share of components
+            received (``k_s / d_s``), so one network serves every allocation knowingly.
         band_split_hz, high_band_weight: the per-frame transform weighs the bins above
             ``band_split_hz`` by ``high_band_weight`` (1: no weighting), so that components
             and accuracy go to the band that carries intelligibility (docs/codec.md).
@@ -103,6 +105,7 @@ class ModelConfig(BaseModel):
     source_weights: tuple[float, ...] | None = None
     band_split_hz: float = Field(4000.0, gt=0)
     high_band_weight: float = Field(1.0, gt=0, le=1)
+    decoder_rate_input: bool = False
 
     def spec(self) -> ArchSpec:
         try:
@@ -186,7 +189,7 @@ class DistributedAutoencoder(nn.Module):
             VectorEncoder(len(g) * cfg.frames * cfg.frame_dim, d, cfg.hidden_enc if learnt else 0)
             for g, d in zip(self.groups, cfg.latent_sizes)
         )
-        self.decoder = JointDecoder(cfg.latent_sizes, cfg.hidden_dec if learnt else 0)
+        self.decoder = JointDecoder(cfg.latent_sizes, cfg.hidden_dec if learnt else 0, cfg.decoder_rate_input)
 
     @property
     def n_sources(self) -> int:
@@ -220,9 +223,11 @@ class DistributedAutoencoder(nn.Module):
         """All microphones ``[B, M, 2, F, T]`` -> list of latents ``[B, n, d_s]``."""
         return [self.encode_source(s, x[:, g]) for s, g in enumerate(self.groups)]
 
-    def decode(self, latents: list[torch.Tensor]) -> torch.Tensor:
-        """Latents (list of ``[B, n, d_s]``) -> spectra ``[B, M, 2, F, n G]``."""
-        ys = self.decoder(list(latents))
+    def decode(self, latents: list[torch.Tensor], kept: list[int] | torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (list of ``[B, n, d_s]``) -> spectra ``[B, M, 2, F, n G]``; ``kept``: the
+        components each source's latent was rebuilt from (``[S]`` or per row ``[B, S]``;
+        None: all)."""
+        ys = self.decoder(list(latents), kept)
         parts = [self._spectra(enc.back(y), len(g)) for enc, y, g in zip(self.encoders, ys, self.groups)]
         return torch.cat(parts, dim=1)
 

@@ -137,18 +137,33 @@ class JointDecoder(nn.Module):
     """All sources' latents of a vector -> each source's linear-domain coefficients.
 
     ``y_s = z_s + R(z_1 .. z_S)[s]``: the joint residual MLP sees every source, so what one
-    device sent helps rebuild the others' microphones; it starts at zero.
+    device sent helps rebuild the others' microphones; it starts at zero. With
+    ``rate_input`` it also sees each source's share of components received, ``k_s / d_s``
+    (0: the source sent nothing and its latent is the mean), so it can tell a component that
+    was dropped from one that is small and fill in what the allocation left out.
     """
 
-    def __init__(self, latent_sizes: list[int], hidden: int) -> None:
+    def __init__(self, latent_sizes: list[int], hidden: int, rate_input: bool = False) -> None:
         super().__init__()
         self.sizes = list(latent_sizes)
+        self.rate_input = rate_input
         total = sum(self.sizes)
-        self.residual = residual_mlp(total, hidden) if hidden else None
+        extra = len(self.sizes) if rate_input else 0
+        self.residual = residual_mlp(total + extra, hidden, total) if hidden else None
 
-    def forward(self, latents: list[torch.Tensor]) -> list[torch.Tensor]:
+    def forward(self, latents: list[torch.Tensor], kept: list[int] | torch.Tensor | None = None
+                ) -> list[torch.Tensor]:
+        """``kept``: components received per source, the same for the whole batch (``[S]``)
+        or per batch row (``[B, S]``); None: all of them."""
         if self.residual is None:
             return list(latents)
         z = torch.cat(latents, dim=-1)
-        y = z + self.residual(z)
+        inp = z
+        if self.rate_input:
+            ks = torch.as_tensor(self.sizes if kept is None else kept, dtype=z.dtype, device=z.device)
+            share = ks / torch.as_tensor(self.sizes, dtype=z.dtype, device=z.device)
+            if share.dim() == 2:  # [B, S] -> [B, 1 .., S]
+                share = share.reshape(share.shape[0], *([1] * (z.dim() - 2)), share.shape[1])
+            inp = torch.cat([z, share.expand(*z.shape[:-1], -1)], dim=-1)
+        y = z + self.residual(inp)
         return list(torch.split(y, self.sizes, dim=-1))

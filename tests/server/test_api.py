@@ -103,9 +103,11 @@ def test_device_choice():
             resolve_device("cuda")
 
 
-def test_batched_decode_equals_single_decodes():
-    """Steps of sessions with different allocations decoded in one batch equal one-by-one decoding."""
-    codec = tiny_codec()
+@pytest.mark.parametrize("rate_input", [False, True])
+def test_batched_decode_equals_single_decodes(rate_input):
+    """Steps of sessions with different allocations decoded in one batch equal one-by-one
+    decoding (also for a decoder that sees each row's allocation)."""
+    codec = tiny_codec(decoder_rate_input=rate_input)
     dec = BatchDecoder(codec, IdentityEnhancer(), ReceiverMetrics())
     n_v = codec.cfg.vectors_per_step
     rng = np.random.default_rng(0)

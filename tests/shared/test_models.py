@@ -116,6 +116,27 @@ def test_untrained_model_is_the_linear_transform_coder():
     torch.testing.assert_close(d.decode(d.encode(x)), out, atol=1e-5, rtol=1e-4)
 
 
+def test_decoder_sees_the_allocation():
+    """With decoder_rate_input the joint decoder is told each source's share of components:
+    the same latents decode differently for another allocation, per batch row; without it
+    the allocation changes nothing. Full width is the default."""
+    cfg = tiny_model_config("ndpca-e4d1", decoder_rate_input=True)
+    m = DistributedAutoencoder(cfg).eval()
+    _randomise_residuals(m)
+    torch.manual_seed(0)
+    lat = [torch.randn(2, 2, d) for d in cfg.latent_sizes]
+    full = m.decode(lat)
+    torch.testing.assert_close(m.decode(lat, cfg.latent_sizes), full)
+    part = m.decode(lat, [8, 0, 2, 8])
+    assert (part - full).abs().max() > 1e-4
+    rows = m.decode(lat, torch.tensor([cfg.latent_sizes, [8, 0, 2, 8]]))
+    torch.testing.assert_close(rows[:1], full[:1])
+    torch.testing.assert_close(rows[1:], part[1:])
+    plain = DistributedAutoencoder(tiny_model_config("ndpca-e4d1")).eval()
+    _randomise_residuals(plain)
+    torch.testing.assert_close(plain.decode(lat, [8, 0, 2, 8]), plain.decode(lat))
+
+
 def test_band_weighting_moves_components_and_error_below_the_split():
     """A high-band weight below 1 is the weighted PCA: the frame transform is orthonormal in the
     weighted domain (lossless at full width), its components favour the low band, and the
