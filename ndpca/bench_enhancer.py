@@ -1,13 +1,17 @@
 """``ndpca bench-enhancer --out DIR``: the receiver enhancer's quality against its cost.
 
-For each sampler setting (a preset, or a preset with another number of steps):
+Every row is a receiver enhancement stage (:mod:`server.enhance`) run as the receiver runs it,
+one 32 ms step at a time: ``decoded`` (no enhancement), ``classical`` (the streaming MVDR and
+Wiener post-filter over the microphones that sent coefficients) and the score-based stage at
+each sampler setting ``preset[:steps[:context frames]]`` (an enhancer trained after the
+classical stage runs it first):
 
-* **quality**: test rooms coded by the codec at a fixed total bandwidth, microphone 0's decoded
-  spectrogram enhanced as a whole utterance; PSNR (Eq. 13), SI-SDR, PESQ-WB and STOI against
-  the clean reference (the first row, ``decoded``, is the decoder output without enhancement);
-* **real-time factor**: what the receiver does for one 4-source session per step (decode one
-  chunk, enhance it with this sampler, streaming inverse STFT), timed per chunk with one torch
-  thread (the receiver's default on CPU) and divided by the chunk length T; median and p95.
+* **quality**: test rooms coded by the codec at a fixed bandwidth, every step of the decoded
+  spectra through the stage (one session per room); PSNR (Eq. 13), SI-SDR, PESQ-WB and STOI of
+  the output against the clean reference;
+* **real-time factor**: per step of one 4-source session (decode the step, the stage, the
+  streaming inverse STFT), timed with one torch thread (the receiver's default on CPU) and
+  divided by the step length T; median and p95.
 
 An RTF below 1 means one session runs in real time on this machine. Writes ``bench.csv``,
 ``bench.json`` and ``bench.md``.
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -26,9 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
+#: (preset, steps or None for the preset's, context frames)
 SETTINGS = (
-    ("realtime", None), ("realtime", 1), ("fast", 2), ("fast", None), ("fast", 8),
-    ("quality", 10), ("quality", None),
+    ("realtime", None, 0), ("realtime", None, 12), ("realtime", None, 28), ("realtime", 1, 12),
+    ("fast", None, 12), ("fast", 8, 12), ("quality", 10, 12),
 )
 
 
@@ -40,20 +44,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--enhancer", type=Path, help="enhancer checkpoint (default checkpoints/enhancer-*.ckpt)")
     p.add_argument("--data-dir", type=Path, help="room data set (default data/rooms)")
     p.add_argument("--limit", type=int, default=8, help="test examples for the quality columns")
-    p.add_argument("--bandwidth", type=int, default=64, help="total coefficients per chunk")
+    p.add_argument("--bandwidth", type=int, default=256, help="components per step shared by the sources (default 256)")
     p.add_argument("--chunks", type=int, default=40, help="chunks timed per setting")
-    p.add_argument("--settings", help="comma-separated preset[:steps] list (default: a sweep)")
+    p.add_argument("--settings", help="comma-separated preset[:steps[:context frames]] list (default: a sweep)")
     p.set_defaults(func=run)
 
 
-def _settings(text: str | None) -> list[tuple[str, int | None]]:
+def _settings(text: str | None) -> list[tuple[str, int | None, int]]:
     if not text:
         return list(SETTINGS)
     out = []
     for item in text.split(","):
-        name, _, steps = item.partition(":")
-        out.append((name, int(steps) if steps else None))
+        name, steps, context = (item.split(":") + ["", ""])[:3]
+        out.append((name, int(steps) if steps else None, int(context) if context else 0))
     return out
+
+
+def _label(name: str, steps: int | None, context: int) -> str:
+    label = name if steps is None else f"{name}:{steps}"
+    return label + (f" +{context} frames" if context else "")
 
 
 def _codec_path(name: str | None) -> Path:
@@ -70,15 +79,16 @@ def _codec_path(name: str | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from ndpca.bench import machine
+    from server.enhance import ClassicalStreamingEnhancer, IdentityEnhancer, ScoreBasedEnhancer
     from shared.codec import Codec
-    from shared.enhancer import ScoreEnhancer, sampler_from_name
     from shared.errors import UserError
-    from shared.stft import convert_channels, from_channels, istft, stft, to_channels
+    from shared.stft import convert_channels, from_channels, stft, to_channels
     from shared.streaming import StreamingISTFT
     from training.data.dataset import default_data_dir
     from training.evaluate import _load_examples, perceptual_scores
     from training.losses import psnr_db
     from training.metrics import si_sdr_db
+    from training.stage_eval import run_stage
     from training.task_aware import find_enhancer
 
     out: Path = args.out
@@ -87,37 +97,44 @@ def run(args: argparse.Namespace) -> int:
     codec_path = _codec_path(args.codec)
     codec = Codec.load(codec_path)
     enh_path = find_enhancer(str(args.enhancer) if args.enhancer else None)
-    enhancer = ScoreEnhancer.load(enh_path).eval()
     data_dir = args.data_dir or default_data_dir()
     if not (data_dir / "manifest.json").is_file():
         raise UserError(f"no data set in {data_dir}; run `ndpca data build`")
     examples = _load_examples(data_dir, "test", args.limit)
-    preset, sr = codec.preset, codec.sample_rate
-    decoded = []
+    preset, sr, g = codec.preset, codec.sample_rate, codec.frames_per_step
+    decoded = []  # (spectra [M, 2, F, T padded to steps], active mics, frames, clean)
     for ex in examples:
         _, st = codec.code_signal(ex["mics"].float(), args.bandwidth)
-        y = convert_channels(st["spectra"][0], codec.cfg.representation)
-        decoded.append((y, ex["clean"].float()))
+        spec = st["spectra"].cpu()
+        frames = spec.shape[-1]
+        spec = torch.nn.functional.pad(spec, (0, (-frames) % g))
+        active = torch.zeros(spec.shape[0], dtype=torch.bool)
+        for k, mics in zip(st["allocation"], codec.mic_groups):
+            active[mics] = k > 0
+        decoded.append((spec, active, frames, ex["clean"].float()))
     # one session's steps: chunks of the first example, decoded coefficients as the receiver has them
     mics = examples[0]["mics"].float()
     coeffs, _ = codec.signal_coefficients(mics)
     plan = codec.plan_for_components(args.bandwidth)
     steps = [[c[i : i + 1, :, : plan.allocation[s]] for s, c in enumerate(coeffs)]
              for i in range(min(args.chunks, coeffs[0].shape[0]))]
+    active_row = torch.tensor([[plan.allocation[s] > 0 for s, grp in enumerate(codec.mic_groups) for _ in grp]])
+    stages: list[tuple[str, Any]] = [("decoded", IdentityEnhancer()), ("classical", ClassicalStreamingEnhancer(codec))]
+    for name, n_steps, context in _settings(args.settings):
+        stages.append((_label(name, n_steps, context),
+                       ScoreBasedEnhancer(codec, enh_path, name, n_steps, context_frames=context)))
     rows: list[dict[str, Any]] = []
-    for name, n_steps in [("decoded", None), *_settings(args.settings)]:
-        sampler = None
-        if name != "decoded":
-            sampler = sampler_from_name(name)
-            if n_steps is not None:
-                sampler = dataclasses.replace(sampler, steps=n_steps)
+    for label, stage in stages:
         scores = {"psnr_db": [], "si_sdr_db": [], "pesq": [], "stoi": []}
         jobs = []
-        for y, clean in decoded:
-            est = y if sampler is None else enhancer.enhance(y[None], sampler)[0]
+        for e, (spec, active, frames, clean) in enumerate(decoded):
+            with torch.no_grad():
+                est = run_stage(stage, codec, spec, active, f"bench-{e}")[:1, ..., :frames]
+            est = convert_channels(est[0], codec.cfg.representation)
             ref_ch = to_channels(stft(clean, preset), "complex")
             scores["psnr_db"].append(float(psnr_db(est[None, None], ref_ch[None, None])[0]))
-            wave = istft(from_channels(est, "complex"), preset, clean.shape[-1]).numpy()
+            wave = codec.to_audio(convert_channels(est, "complex", codec.cfg.representation)[None],
+                                  clean.shape[-1])[0].cpu().numpy()
             scores["si_sdr_db"].append(si_sdr_db(clean.numpy(), wave))
             jobs.append((clean.numpy(), wave, sr))
         for pesq_v, stoi_v in perceptual_scores(jobs, workers=1, progress=False):
@@ -125,45 +142,51 @@ def run(args: argparse.Namespace) -> int:
             scores["stoi"].append(stoi_v)
         istft_stream = StreamingISTFT(preset, 1)
         times = []
-        for row in steps:
-            t0 = time.perf_counter()
-            spec = codec.decode_coefficients(row)
-            y = spec[:, :1]
-            if sampler is not None:
-                y = enhancer.enhance(y, sampler)
-            istft_stream.push(from_channels(y[0], "complex"))
-            times.append(time.perf_counter() - t0)
+        stateful = getattr(stage, "stateful", False)
+        with torch.no_grad():
+            for row in steps:
+                t0 = time.perf_counter()
+                spec = codec.decode_coefficients(row)
+                y = stage(spec, keys=["timed"], active=active_row) if stateful else stage(spec)
+                istft_stream.push(from_channels(convert_channels(y[0, :1], codec.cfg.representation), "complex"))
+                times.append(time.perf_counter() - t0)
+        if hasattr(stage, "release"):
+            stage.release("timed")
         rtf = np.array(times[2:] or times) / codec.chunk_seconds
+        sampler = getattr(stage, "sampler", None)
         rows.append({
-            "setting": name if n_steps is None else f"{name}:{n_steps}",
-            "evaluations": 0 if sampler is None else enhancer.evaluations(sampler),
+            "setting": label,
+            "evaluations": 0 if sampler is None else stage.enhancer.evaluations(sampler),
+            "context_frames": getattr(stage, "context_frames", 0),
             "sampler": "" if sampler is None else json.dumps(sampler.as_dict()),
             **{k: float(np.nanmean(v)) for k, v in scores.items()},
             "rtf_median": float(np.median(rtf)), "rtf_p95": float(np.percentile(rtf, 95)),
         })
         r = rows[-1]
-        print(f"{r['setting']:>12}  evals {r['evaluations']:3d}  PSNR {r['psnr_db']:6.2f}  SI-SDR {r['si_sdr_db']:7.2f}  "
+        print(f"{r['setting']:>24}  evals {r['evaluations']:3d}  PSNR {r['psnr_db']:6.2f}  SI-SDR {r['si_sdr_db']:7.2f}  "
               f"PESQ {r['pesq']:.2f}  STOI {r['stoi']:.3f}  RTF {r['rtf_median']:.3f} (p95 {r['rtf_p95']:.3f})")
     with open(out / "bench.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    front = stages[-1][1].front_end if len(stages) > 2 else "mic"
     meta = {"machine": machine(), "codec": f"{codec_path.name} (sha256 {codec.sha256[:12]})",
-            "enhancer": f"{enh_path.name} (sha256 {enhancer.sha256[:12]})", "bandwidth": args.bandwidth,
-            "n_examples": len(examples), "chunk_seconds": codec.chunk_seconds, "torch_threads": 1,
-            "chunks_timed": len(steps)}
+            "enhancer": f"{Path(enh_path).name} (front end: {front})", "bandwidth": args.bandwidth,
+            "n_examples": len(examples), "data": str(data_dir), "chunk_seconds": codec.chunk_seconds,
+            "torch_threads": 1, "chunks_timed": len(steps)}
     (out / "bench.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = ["# Enhancer: steps against quality and real-time factor", "",
              f"Machine: {meta['machine']}. One torch thread. Codec {meta['codec']}, enhancer {meta['enhancer']}, "
-             f"total bandwidth {args.bandwidth} coefficients per chunk, {len(examples)} test rooms, "
-             f"T = {codec.chunk_seconds * 1e3:.0f} ms, {len(steps)} chunks timed per setting.", "",
-             "| setting | network evaluations | PSNR (dB) | SI-SDR (dB) | PESQ-WB | STOI | RTF median | RTF p95 |",
+             f"{args.bandwidth} components per step, {len(examples)} test rooms of {data_dir.name}, "
+             f"T = {codec.chunk_seconds * 1e3:.0f} ms, {len(steps)} steps timed per setting.", "",
+             "| stage | network evaluations | PSNR (dB) | SI-SDR (dB) | PESQ-WB | STOI | RTF median | RTF p95 |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['setting']} | {r['evaluations']} | {r['psnr_db']:.2f} | {r['si_sdr_db']:.2f} | "
                      f"{r['pesq']:.2f} | {r['stoi']:.3f} | {r['rtf_median']:.3f} | {r['rtf_p95']:.3f} |")
-    lines += ["", "Quality: microphone 0 against the clean reference, whole utterances. RTF: per step of one "
-              "4-source session, decode + enhancement + streaming inverse STFT, divided by T (below 1: real time).",
+    lines += ["", "Quality: microphone 0 (the stage's output) against the clean reference, every step through "
+              "the stage as the receiver runs it. RTF: per step of one 4-source session, decode + stage + "
+              "streaming inverse STFT, divided by T (below 1: real time).",
               "", f"Command: `ndpca bench-enhancer --out {out}`"]
     (out / "bench.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / 'bench.md'}")

@@ -141,10 +141,11 @@ def test_bench_enhancer_table(pipeline, tmp_path):
     out = tmp_path / "bench"
     rc = main(["bench-enhancer", "--out", str(out), "--codec", str(pipeline["task"] / "ndpca-e4d1.ckpt"),
                "--enhancer", str(pipeline["enhancer"]), "--data-dir", str(pipeline["data"]), "--limit", "1",
-               "--bandwidth", "16", "--chunks", "4", "--settings", "realtime,fast:2"])
+               "--bandwidth", "16", "--chunks", "4", "--settings", "realtime,fast:2:8"])
     assert rc == 0
     rows = list(csv.DictReader(open(out / "bench.csv")))
-    assert [r["setting"] for r in rows] == ["decoded", "realtime", "fast:2"]
-    assert [int(r["evaluations"]) for r in rows] == [0, 2, 2]
+    assert [r["setting"] for r in rows] == ["decoded", "classical", "realtime", "fast:2 +8 frames"]
+    assert [int(r["evaluations"]) for r in rows] == [0, 0, 2, 2]
+    assert [int(r["context_frames"]) for r in rows] == [0, 0, 0, 8]
     assert all(float(r["rtf_median"]) > 0 for r in rows)
     assert "RTF" in (out / "bench.md").read_text()
