@@ -83,6 +83,9 @@ class EnhancerTrainSection(BaseModel):
     checkpoint_every: int = 250
     log_every: int = 25
     threads: int | None = None
+    # "score": denoising score matching of the score network (the paper's SGMSE);
+    # "predictive": the predictive network alone, by regression (sampler "predictive")
+    objective: Literal["score", "predictive"] = "score"
 
 
 class EnhancerConfig(BaseModel):
@@ -103,7 +106,11 @@ def load_enhancer_config(path: str | Path, overrides: dict[str, Any] | None = No
         raise ConfigError(f"{path}: {describe_validation_error(exc)} (see training/configs/enhancer.toml)") from None
     if cfg.enhancer.net not in SCORE_NET_PRESETS:
         raise ConfigError(f"{path}: enhancer.net {cfg.enhancer.net!r} is not one of {sorted(SCORE_NET_PRESETS)}")
-    sampler_from_name(cfg.enhancer.sampler)
+    sampler = sampler_from_name(cfg.enhancer.sampler)
+    if (sampler.mode == "predictive") != (cfg.train.objective == "predictive"):
+        raise ConfigError(f"{path}: enhancer.sampler {cfg.enhancer.sampler!r} and train.objective "
+                          f"{cfg.train.objective!r} do not go together: the predictive sampler needs the "
+                          "predictive objective and the score objective a diffusion sampler")
     return cfg
 
 
@@ -209,7 +216,8 @@ def build_pairs(cfg: EnhancerConfig, split: str, run_dir: Path | None = None,
 def make_enhancer(cfg: EnhancerConfig) -> ScoreEnhancer:
     e = cfg.enhancer
     return ScoreEnhancer(SCORE_NET_PRESETS[e.net], SDEConfig(e.theta, e.sigma_min, e.sigma_max, e.t_eps),
-                         sampler_from_name(e.sampler), stft=e.stft, representation="complex")
+                         sampler_from_name(e.sampler), stft=e.stft, representation="complex",
+                         predictive=cfg.train.objective == "predictive")
 
 
 def train_enhancer(cfg: EnhancerConfig, run_dir: Path, out: Path | None = None, resume: bool = False,
@@ -249,7 +257,10 @@ def train_enhancer(cfg: EnhancerConfig, run_dir: Path, out: Path | None = None, 
                 g["lr"] = warmup_cosine_lr(step, t.steps, t.lr, t.lr_min)
             y, x = bank.sample(t.batch_size, cfg.inputs.decoded_prob, gen)
             enh.train()
-            loss = enh.dsm_loss(x.to(device), y.to(device), generator=noise_gen)
+            if t.objective == "predictive":
+                loss = enh.predictive_loss(x.to(device), y.to(device))
+            else:
+                loss = enh.dsm_loss(x.to(device), y.to(device), generator=noise_gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:

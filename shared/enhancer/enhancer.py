@@ -51,12 +51,16 @@ class ScoreEnhancer(nn.Module):
         sampler: SamplerConfig = SAMPLER_PRESETS["quality"],
         stft: str = "stream",
         representation: str = "complex",
+        predictive: bool = False,
     ) -> None:
         super().__init__()
         get_preset(stft)
         if representation not in REPRESENTATIONS:
             raise ValueError(f"unknown representation {representation!r}; choose {REPRESENTATIONS}")
         self.net = ScoreNet(net_cfg)
+        # the predictive network (same architecture, x = y, t = 1): a direct estimate of the clean
+        # spectra, y plus a correction that starts at zero
+        self.predictor = ScoreNet(net_cfg) if predictive else None
         self.sde = OUVESDE(sde_cfg)
         self.sampler = sampler
         self.stft = stft
@@ -100,6 +104,25 @@ class ScoreEnhancer(nn.Module):
         x_t = self.sde.perturb(x0, y, t, z)
         scaled_score = self.net(x_t, y, t)
         return (scaled_score + z).square().mean()
+
+    def predict(self, y: Tensor) -> Tensor:
+        """The predictive network's estimate of the clean spectra ``[B, 2, F, T]``:
+        ``y + P(y, y, 1)`` (differentiable).
+
+        Raises:
+            ConfigError: this enhancer has no predictive network.
+        """
+        if self.predictor is None:
+            raise ConfigError("this enhancer has no predictive network (train one with train.objective = "
+                              "'predictive'); use the samplers quality, fast or realtime")
+        return y + self.predictor(y, y, _time(1.0, y.shape[0], y))
+
+    def predictive_loss(self, x0: Tensor, y: Tensor) -> Tensor:
+        """Regression loss of :meth:`predict`: the mean squared error of the compressed complex
+        spectra plus that of their magnitudes (a scalar with gradient)."""
+        est = self.predict(y)
+        mag = lambda v: torch.sqrt(v.square().sum(dim=-3) + 1e-8)  # noqa: E731
+        return (est - x0).square().mean() + (mag(est) - mag(x0)).square().mean()
 
     def posterior_mean(self, x_t: Tensor, y: Tensor, t: Tensor | float) -> Tensor:
         """Tweedie's estimate of the clean ``x0`` from ``x_t`` at time ``t``:
@@ -156,12 +179,15 @@ class ScoreEnhancer(nn.Module):
         lead = y.shape[:-3]
         param = next(self.net.parameters())
         yb = y.reshape(-1, *y.shape[-3:]).to(device=param.device, dtype=param.dtype)
-        was_training = self.net.training
-        self.net.eval()
+        was_training = self.training
+        self.eval()
         try:
-            x = reverse_sample(self.score, self.sde, yb, cfg, generator)
+            if cfg.mode == "predictive":
+                x = self.predict(yb)
+            else:
+                x = reverse_sample(self.score, self.sde, yb, cfg, generator)
         finally:
-            self.net.train(was_training)
+            self.train(was_training)
         return x.reshape(*lead, *x.shape[-3:]).to(y.dtype)
 
     # ------------------------------------------------------------------ persistence
@@ -175,9 +201,12 @@ class ScoreEnhancer(nn.Module):
             "stft": self.stft,
             "representation": self.representation,
             "sample_rate": self.preset.sample_rate,
+            "predictive": self.predictor is not None,
         }
         header.update(extra_header or {})
         tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        if self.predictor is not None:
+            tensors.update({f"pred.{k}": v for k, v in self.predictor.state_dict().items()})
         digest = save_checkpoint(path, header, tensors)
         self.header = dict(header, sha256=digest)
         return digest
@@ -205,13 +234,17 @@ class ScoreEnhancer(nn.Module):
             stored_sampler = sampler_from_name(dict(head["sampler"]))
             stft = str(head["stft"])
             representation = str(head["representation"])
-            enhancer = cls(net_cfg, sde_cfg, sampler or stored_sampler, stft, representation)
+            enhancer = cls(net_cfg, sde_cfg, sampler or stored_sampler, stft, representation,
+                           predictive=bool(head.get("predictive", False)))
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             what = f"missing header field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise CheckpointError(f"{path}: enhancer header is malformed ({what}); {fix}") from None
         state = {k[len("net.") :]: v.float() for k, v in ckpt.tensors.items() if k.startswith("net.")}
+        pred = {k[len("pred.") :]: v.float() for k, v in ckpt.tensors.items() if k.startswith("pred.")}
         try:
             enhancer.net.load_state_dict(state)
+            if enhancer.predictor is not None:
+                enhancer.predictor.load_state_dict(pred)
         except RuntimeError as exc:
             raise CheckpointError(
                 f"{path}: weights do not fit the stored score network config ({exc}); {fix}"

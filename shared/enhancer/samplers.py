@@ -38,7 +38,8 @@ class SamplerConfig:
         mode: ``pc``: predictor-corrector over the whole reverse process, from the prior at
             ``t_start = 1``; ``fast``: start part-way, at ``t_start < 1``, from
             ``y + std(t_start) z`` (the degraded input as the predictive estimate, as in
-            StoRM), with few steps.
+            StoRM), with few steps; ``predictive``: the enhancer's predictive network alone
+            (one evaluation, no diffusion; only for checkpoints that have one).
         steps: reverse-diffusion predictor steps N.
         corrector_steps: annealed Langevin steps per predictor step (0 = none).
         snr: the corrector's target signal-to-noise ratio.
@@ -94,10 +95,12 @@ class SamplerConfig:
     @property
     def evaluations(self) -> int:
         """Network evaluations per enhancement."""
+        if self.mode == "predictive":
+            return 1
         return self.steps * (1 + self.corrector_steps)
 
 
-SAMPLER_MODES = ("pc", "fast")
+SAMPLER_MODES = ("pc", "fast", "predictive")
 PREDICTORS = ("reverse_diffusion", "probability_flow")
 
 #: ``quality``: the paper's reference (N 30, one corrector step, snr 0.5): 60 evaluations.
@@ -111,6 +114,7 @@ SAMPLER_PRESETS: dict[str, SamplerConfig] = {
                           predictor="probability_flow", start_noise=0.0),
     "realtime": SamplerConfig(mode="fast", steps=2, corrector_steps=0, t_start=0.35,
                               predictor="probability_flow", start_noise=0.0),
+    "predictive": SamplerConfig(mode="predictive", steps=1, corrector_steps=0, t_start=1.0),
 }
 
 

@@ -81,6 +81,7 @@ class ScoreNetConfig:
 #: * ``tiny`` (19 k): for tests.
 SCORE_NET_PRESETS: dict[str, ScoreNetConfig] = {
     "cpu": ScoreNetConfig(base_channels=12, channel_mults=(1, 2, 4, 4), num_res_blocks=1, emb_dim=64),
+    "cpu-wide": ScoreNetConfig(base_channels=24, channel_mults=(1, 2, 4, 4), num_res_blocks=1, emb_dim=64),
     "gpu": ScoreNetConfig(
         base_channels=64, channel_mults=(1, 2, 2, 2), num_res_blocks=2, emb_dim=256, attention=True
     ),
