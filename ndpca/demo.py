@@ -83,7 +83,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="receiver enhancement stage (default identity: the decoded microphones; classical: "
                         "streaming MVDR beamformer and Wiener post-filter; sgmse: the score-based enhancer; "
                         "auto: sgmse when an enhancer checkpoint is in --checkpoint-dir)")
-    p.add_argument("--enhance-sampler", default="realtime", help="sgmse sampler preset (default realtime)")
+    p.add_argument("--enhance-sampler", default=None,
+                   help="sgmse sampler preset (default: the enhancer checkpoint's own, its real-time mode)")
     p.add_argument("--enhance-context", type=int, default=0,
                    help="sgmse: past STFT frames the enhancer sees with each step (default 0)")
 
@@ -298,8 +299,9 @@ def enhancer_args(args: argparse.Namespace) -> list[str]:
             raise UserError(f"no enhancer checkpoint in {args.checkpoint_dir}/; train one with "
                             "`ndpca train-enhancer --ship checkpoints` or use --enhancer identity")
         return []
+    sampler = getattr(args, "enhance_sampler", None)
     return ["--enhancer", "sgmse", "--enhancer-checkpoint", str(found),
-            "--enhance-sampler", getattr(args, "enhance_sampler", "realtime"),
+            *(["--enhance-sampler", sampler] if sampler else []),
             "--enhance-context", str(getattr(args, "enhance_context", 0))]
 
 

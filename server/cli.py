@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--enhancer", choices=["identity", "sgmse", "classical"],
                    help="enhancement stage (default identity; classical: streaming MVDR + Wiener post-filter)")
     p.add_argument("--enhancer-checkpoint", help="sgmse: enhancer checkpoint (default checkpoints/enhancer-*.ckpt)")
-    p.add_argument("--enhance-sampler", help="sgmse sampler preset: realtime (default), fast, quality")
+    p.add_argument("--enhance-sampler",
+                   help="sgmse sampler preset: predictive, realtime, fast, quality (default: the checkpoint's own)")
     p.add_argument("--enhance-steps", type=int, help="sgmse: reverse-diffusion steps (overrides the preset)")
     p.add_argument("--enhance-mics", choices=["ref", "all"], help="sgmse: enhance microphone 0 only (default) or all")
     p.add_argument("--enhance-context", type=int,

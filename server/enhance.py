@@ -8,9 +8,9 @@ representation) to output spectra ``[B, C, 2, F, T]`` in the same representation
 * ``sgmse``: the score-based enhancer (:class:`shared.enhancer.ScoreEnhancer`) restores the
   reference microphone (``C = 1``, the enhanced speech), or every microphone with
   ``enhance_mics = "all"`` (``C = M``, M times the cost); an enhancer trained after the
-  classical stage runs it first, and ``enhance_context`` frames of the past widen its view. Its sampler (a preset: ``realtime``,
-  ``fast``, ``quality``) and number of steps are configurable; the default ``realtime`` keeps
-  one 4-source session in real time on 2 CPU cores (docs/benchmark.md);
+  classical stage runs it first, and ``enhance_context`` frames of the past widen its view. Its
+  sampler (a preset: ``predictive``, ``realtime``, ``fast``, ``quality``) and number of steps
+  are configurable; the default is the checkpoint's own, its real-time mode (docs/enhancer.md);
 * ``classical``: an MVDR beamformer over the decoded microphones and a Wiener post-filter
   (:class:`shared.classical.StreamingClassical`), frame by frame with one state per session
   (``C = 1``, the enhanced reference microphone).
@@ -78,7 +78,7 @@ class ScoreBasedEnhancer:
 
     name = "sgmse"
 
-    def __init__(self, codec: Codec, checkpoint: str | Path, sampler: str = "realtime",
+    def __init__(self, codec: Codec, checkpoint: str | Path, sampler: str | None = None,
                  steps: int | None = None, mics: str = "ref", ref_mic: int = 0,
                  context_frames: int = 0, idle_seconds: float = 120.0) -> None:
         from shared.enhancer import ScoreEnhancer, sampler_from_name
@@ -101,7 +101,7 @@ class ScoreBasedEnhancer:
         if self.front_end == "classical" and mics != "ref":
             raise ConfigError(f"enhancer {checkpoint} enhances the classical stage's output (one channel); "
                               "enhance_mics must be 'ref'")
-        cfg = sampler_from_name(sampler)
+        cfg = sampler_from_name(sampler) if sampler else self.enhancer.sampler  # default: the checkpoint's
         if steps is not None:
             if steps < 1:
                 raise ConfigError(f"enhance_steps must be at least 1, got {steps}")
@@ -243,7 +243,7 @@ def _sgmse(codec: Codec, options: dict[str, Any]) -> Enhancer:
         if path is None:
             raise ConfigError(f"no enhancer checkpoint in {directory}/; train one with `ndpca train-enhancer "
                               "--ship checkpoints` or pass --enhancer-checkpoint FILE")
-    return ScoreBasedEnhancer(codec, path, options.get("sampler") or "realtime", options.get("steps"),
+    return ScoreBasedEnhancer(codec, path, options.get("sampler") or None, options.get("steps"),
                               options.get("mics") or "ref", int(options.get("ref_mic") or 0),
                               int(options.get("context") or 0))
 

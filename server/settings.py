@@ -102,7 +102,7 @@ class ReceiverSettings(BaseSettings):
     grace_s: float = 0.1
     enhancer: str = "identity"
     enhancer_checkpoint: str | None = None  # sgmse: default the newest checkpoint_dir/enhancer-*.ckpt
-    enhance_sampler: str = "realtime"  # sgmse sampler preset: realtime, fast, quality
+    enhance_sampler: str | None = None  # sgmse sampler preset (predictive, realtime, fast, quality); None: the checkpoint's
     enhance_steps: int | None = Field(None, ge=1)  # override the preset's number of steps
     enhance_mics: Literal["ref", "all"] = "ref"  # enhance the reference microphone only, or every one
     enhance_context: int = Field(0, ge=0)  # sgmse: past frames enhanced with each step (0: the step alone)

@@ -96,7 +96,9 @@ def test_classical_front_end_runs_the_classical_stage_first(classical_enhancer_f
     assert stage.classical.describe()["sessions"] == 0
     with pytest.raises(ConfigError, match="enhance_mics"):
         ScoreBasedEnhancer(codec, classical_enhancer_file, mics="all")
-    assert not ScoreBasedEnhancer(codec, enhancer_file).stateful  # the plain stage stays stateless
+    plain = ScoreBasedEnhancer(codec, enhancer_file)
+    assert not plain.stateful  # the plain stage stays stateless
+    assert plain.sampler == ScoreEnhancer.load(enhancer_file).sampler  # by default the checkpoint's own
 
 
 def test_stage_bad_settings(enhancer_file, tmp_path):
