@@ -86,6 +86,9 @@ class EnhancerTrainSection(BaseModel):
     # "score": denoising score matching of the score network (the paper's SGMSE);
     # "predictive": the predictive network alone, by regression (sampler "predictive")
     objective: Literal["score", "predictive"] = "score"
+    # predictive: count only the last frames of each crop in the loss (the receiver runs the
+    # network over its context plus the newest step and plays the step's frames); None: all
+    loss_frames: int | None = Field(None, ge=1)
 
 
 class EnhancerConfig(BaseModel):
@@ -258,7 +261,7 @@ def train_enhancer(cfg: EnhancerConfig, run_dir: Path, out: Path | None = None, 
             y, x = bank.sample(t.batch_size, cfg.inputs.decoded_prob, gen)
             enh.train()
             if t.objective == "predictive":
-                loss = enh.predictive_loss(x.to(device), y.to(device))
+                loss = enh.predictive_loss(x.to(device), y.to(device), t.loss_frames)
             else:
                 loss = enh.dsm_loss(x.to(device), y.to(device), generator=noise_gen)
             opt.zero_grad(set_to_none=True)

@@ -117,10 +117,14 @@ class ScoreEnhancer(nn.Module):
                               "'predictive'); use the samplers quality, fast or realtime")
         return y + self.predictor(y, y, _time(1.0, y.shape[0], y))
 
-    def predictive_loss(self, x0: Tensor, y: Tensor) -> Tensor:
+    def predictive_loss(self, x0: Tensor, y: Tensor, last_frames: int | None = None) -> Tensor:
         """Regression loss of :meth:`predict`: the mean squared error of the compressed complex
-        spectra plus that of their magnitudes (a scalar with gradient)."""
+        spectra plus that of their magnitudes (a scalar with gradient). ``last_frames``: count
+        only the last frames of each crop, the ones a streaming receiver outputs when it runs
+        the network over its context and the newest step."""
         est = self.predict(y)
+        if last_frames:
+            est, x0 = est[..., -last_frames:], x0[..., -last_frames:]
         mag = lambda v: torch.sqrt(v.square().sum(dim=-3) + 1e-8)  # noqa: E731
         return (est - x0).square().mean() + (mag(est) - mag(x0)).square().mean()
 

@@ -402,3 +402,19 @@ def test_predictive_checkpoint_round_trip(tmp_path):
     y = torch.randn(2, 2, 16, 8)
     torch.testing.assert_close(loaded.enhance(y), enh.eval().enhance(y))
     assert not torch.allclose(loaded.enhance(y), y)
+
+
+def test_predictive_loss_on_the_last_frames():
+    """``last_frames`` counts only the newest frames of each crop (the ones a streaming
+    receiver plays), but the network sees the whole crop."""
+    enh = ScoreEnhancer(TINY, predictive=True)
+    with torch.no_grad():
+        enh.predictor.out.weight.normal_(0, 0.1)
+    x0, y = torch.randn(2, 2, 16, 12), torch.randn(2, 2, 16, 12)
+    est = enh.predict(y)
+    mag = lambda v: torch.sqrt(v.square().sum(dim=-3) + 1e-8)  # noqa: E731
+    tail = (est - x0)[..., -4:].square().mean() + (mag(est[..., -4:]) - mag(x0[..., -4:])).square().mean()
+    torch.testing.assert_close(enh.predictive_loss(x0, y, 4), tail)
+    y2 = y.clone()
+    y2[..., :8] += 1.0  # the context changes the loss of the last frames
+    assert enh.predictive_loss(x0, y2, 4) != enh.predictive_loss(x0, y, 4)
