@@ -29,7 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-#: (preset, steps or None for the preset's, context frames)
+#: (preset, steps or None for the preset's, context frames or None for the checkpoint's); for an
+#: enhancer with a predictive network, :data:`PREDICTIVE_SETTINGS`
+PREDICTIVE_SETTINGS = (("predictive", None, 0), ("predictive", None, 4), ("predictive", None, 12),
+                       ("predictive", None, 28))
 SETTINGS = (
     ("realtime", None, 0), ("realtime", None, 12), ("realtime", None, 28), ("realtime", 1, 12),
     ("fast", None, 12), ("fast", 8, 12), ("quality", 10, 12),
@@ -50,13 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _settings(text: str | None) -> list[tuple[str, int | None, int]]:
+def _settings(text: str | None, predictive: bool = False) -> list[tuple[str, int | None, int | None]]:
     if not text:
-        return list(SETTINGS)
+        return list(PREDICTIVE_SETTINGS if predictive else SETTINGS)
     out = []
     for item in text.split(","):
         name, steps, context = (item.split(":") + ["", ""])[:3]
-        out.append((name, int(steps) if steps else None, int(context) if context else 0))
+        out.append((name, int(steps) if steps else None, int(context) if context else None))
     return out
 
 
@@ -120,9 +123,12 @@ def run(args: argparse.Namespace) -> int:
              for i in range(min(args.chunks, coeffs[0].shape[0]))]
     active_row = torch.tensor([[plan.allocation[s] > 0 for s, grp in enumerate(codec.mic_groups) for _ in grp]])
     stages: list[tuple[str, Any]] = [("decoded", IdentityEnhancer()), ("classical", ClassicalStreamingEnhancer(codec))]
-    for name, n_steps, context in _settings(args.settings):
-        stages.append((_label(name, n_steps, context),
-                       ScoreBasedEnhancer(codec, enh_path, name, n_steps, context_frames=context)))
+    from shared.enhancer import ScoreEnhancer
+
+    predictive = bool(ScoreEnhancer.load(enh_path).header.get("predictive", False))
+    for name, n_steps, context in _settings(args.settings, predictive):
+        stage = ScoreBasedEnhancer(codec, enh_path, name, n_steps, context_frames=context)
+        stages.append((_label(name, n_steps, stage.context_frames), stage))
     rows: list[dict[str, Any]] = []
     for label, stage in stages:
         scores = {"psnr_db": [], "si_sdr_db": [], "pesq": [], "stoi": []}

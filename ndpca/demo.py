@@ -85,8 +85,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "auto: sgmse when an enhancer checkpoint is in --checkpoint-dir)")
     p.add_argument("--enhance-sampler", default=None,
                    help="sgmse sampler preset (default: the enhancer checkpoint's own, its real-time mode)")
-    p.add_argument("--enhance-context", type=int, default=0,
-                   help="sgmse: past STFT frames the enhancer sees with each step (default 0)")
+    p.add_argument("--enhance-context", type=int, default=None,
+                   help="sgmse: past STFT frames the enhancer sees with each step (default: the checkpoint's)")
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -302,7 +302,8 @@ def enhancer_args(args: argparse.Namespace) -> list[str]:
     sampler = getattr(args, "enhance_sampler", None)
     return ["--enhancer", "sgmse", "--enhancer-checkpoint", str(found),
             *(["--enhance-sampler", sampler] if sampler else []),
-            "--enhance-context", str(getattr(args, "enhance_context", 0))]
+            *(["--enhance-context", str(args.enhance_context)]
+              if getattr(args, "enhance_context", None) is not None else [])]
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--enhance-steps", type=int, help="sgmse: reverse-diffusion steps (overrides the preset)")
     p.add_argument("--enhance-mics", choices=["ref", "all"], help="sgmse: enhance microphone 0 only (default) or all")
     p.add_argument("--enhance-context", type=int,
-                   help="sgmse: past STFT frames the enhancer sees with each step (default 0: the step alone)")
+                   help="sgmse: past STFT frames the enhancer sees with each step (default: what the checkpoint "
+                        "was trained for, else 0)")
     p.set_defaults(func=run)
 
 

@@ -80,7 +80,7 @@ class ScoreBasedEnhancer:
 
     def __init__(self, codec: Codec, checkpoint: str | Path, sampler: str | None = None,
                  steps: int | None = None, mics: str = "ref", ref_mic: int = 0,
-                 context_frames: int = 0, idle_seconds: float = 120.0) -> None:
+                 context_frames: int | None = None, idle_seconds: float = 120.0) -> None:
         from shared.enhancer import ScoreEnhancer, sampler_from_name
 
         if mics not in ("ref", "all"):
@@ -88,9 +88,12 @@ class ScoreBasedEnhancer:
         if not 0 <= ref_mic < codec.cfg.num_mics:
             raise ConfigError(f"enhance reference microphone {ref_mic} is not one of the codec's "
                               f"{codec.cfg.num_mics} microphones")
-        if context_frames < 0:
+        if context_frames is not None and context_frames < 0:
             raise ConfigError(f"enhance_context must be at least 0 frames, got {context_frames}")
         self.enhancer = ScoreEnhancer.load(checkpoint, device=codec.device).eval()
+        if context_frames is None:  # the context the checkpoint was trained for (train.frames - train.loss_frames)
+            train = self.enhancer.header.get("train_config", {}).get("train", {})
+            context_frames = (int(train["frames"]) - int(train["loss_frames"])) if train.get("loss_frames") else 0
         if self.enhancer.stft != codec.cfg.stft:
             raise ConfigError(f"enhancer {checkpoint} works on the {self.enhancer.stft!r} STFT but the codec on "
                               f"{codec.cfg.stft!r}; use an enhancer trained for this codec's preset")
@@ -245,7 +248,7 @@ def _sgmse(codec: Codec, options: dict[str, Any]) -> Enhancer:
                               "--ship checkpoints` or pass --enhancer-checkpoint FILE")
     return ScoreBasedEnhancer(codec, path, options.get("sampler") or None, options.get("steps"),
                               options.get("mics") or "ref", int(options.get("ref_mic") or 0),
-                              int(options.get("context") or 0))
+                              options.get("context"))
 
 
 def _classical(codec: Codec, options: dict[str, Any]) -> Enhancer:

@@ -105,7 +105,7 @@ class ReceiverSettings(BaseSettings):
     enhance_sampler: str | None = None  # sgmse sampler preset (predictive, realtime, fast, quality); None: the checkpoint's
     enhance_steps: int | None = Field(None, ge=1)  # override the preset's number of steps
     enhance_mics: Literal["ref", "all"] = "ref"  # enhance the reference microphone only, or every one
-    enhance_context: int = Field(0, ge=0)  # sgmse: past frames enhanced with each step (0: the step alone)
+    enhance_context: int | None = Field(None, ge=0)  # sgmse: past frames enhanced with each step (None: the checkpoint's)
     max_batch: int = Field(64, ge=1)
     threads: int | None = Field(None, ge=1)
     max_frame_bytes: int = Field(MAX_FRAME_BYTES, ge=256)

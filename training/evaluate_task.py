@@ -395,6 +395,9 @@ def run_task_evaluation(
     codecs = {r: Codec.load(paths[r], device=device, expect_arch=codec_arch(r)) for r in refs}
     enh_path = find_enhancer(str(enhancer_path) if enhancer_path else None)
     enhancer = ScoreEnhancer.load(enh_path, device=device)
+    if enhancer.header.get("front_end", "mic") != "mic":
+        raise UserError(f"{enh_path} enhances the classical stage's output; the task-aware experiment "
+                        "enhances decoded microphone 0 itself: pass --enhancer checkpoints/score/enhancer-3d1cc699.ckpt")
     samp = sampler_from_name(sampler) if sampler else enhancer.sampler
 
     def load_sweep() -> dict[str, Codec]:

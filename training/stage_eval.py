@@ -39,7 +39,7 @@ def parse_stage(spec: str, checkpoint: Path | None) -> tuple[str, dict[str, Any]
     if name == "sgmse":
         options = {"checkpoint": str(checkpoint) if checkpoint else None,
                    "sampler": rest[0] if rest and rest[0] else None,
-                   "context": int(rest[1]) if len(rest) > 1 else 0}
+                   "context": int(rest[1]) if len(rest) > 1 and rest[1] else None}
     elif rest:
         raise UserError(f"stage {spec!r}: only sgmse takes a sampler and context (sgmse:<sampler>:<frames>)")
     return name, options

@@ -85,6 +85,12 @@ class TaskAwareObjective:
         self.enhancer = None
         if self.task.lambda_task > 0:
             self.enhancer = enhancer or ScoreEnhancer.load(find_enhancer(self.task.enhancer))
+            if self.enhancer.header.get("front_end", "mic") != "mic":
+                raise ConfigError(
+                    f"the enhancer {self.task.enhancer or 'checkpoints/enhancer-*.ckpt'} enhances the classical "
+                    "stage's output, which is not differentiable; task-aware training needs an enhancer of "
+                    "microphone 0 itself: set task.enhancer = \"checkpoints/score/enhancer-3d1cc699.ckpt\" "
+                    "or train one with training/configs/enhancer.toml")
             if self.enhancer.stft != cfg.model.stft:
                 raise ConfigError(f"the enhancer works on the {self.enhancer.stft!r} STFT, the codec on "
                                   f"{cfg.model.stft!r}; train them on the same preset")

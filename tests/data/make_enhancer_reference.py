@@ -1,7 +1,7 @@
 """Write the shipped enhancer's reference outputs (``enhancer_reference.npz``).
 
 Run from the repository root: ``PYTHONPATH=. python tests/data/make_enhancer_reference.py``.
-The file pins what ``checkpoints/enhancer-3d1cc699.ckpt`` computes on a small fixed input:
+The file pins what ``checkpoints/score/enhancer-3d1cc699.ckpt`` computes on a small fixed input:
 restructuring ``shared.enhancer`` must leave these outputs unchanged
 (``tests/shared/test_enhancer_checkpoint.py``). Re-run it only when the shipped enhancer
 itself changes, together with the checkpoint name in that test.
@@ -27,7 +27,7 @@ import torch
 from shared.enhancer import SamplerConfig, ScoreEnhancer, sampler_from_name
 
 REPO = Path(__file__).resolve().parents[2]
-CHECKPOINT = REPO / "checkpoints" / "enhancer-3d1cc699.ckpt"
+CHECKPOINT = REPO / "checkpoints" / "score" / "enhancer-3d1cc699.ckpt"
 OUT = Path(__file__).with_name("enhancer_reference.npz")
 PC = SamplerConfig(steps=3, corrector_steps=1, denoise_final=False, seed=7)
 

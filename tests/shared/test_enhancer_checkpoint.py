@@ -1,4 +1,4 @@
-"""The shipped enhancer checkpoint still loads and computes its pinned reference outputs."""
+"""The score-based enhancer checkpoint (checkpoints/score/) still loads and computes its pinned reference outputs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from shared.enhancer import ScoreEnhancer
 
 REPO = Path(__file__).resolve().parents[2]
-CHECKPOINT = REPO / "checkpoints" / "enhancer-3d1cc699.ckpt"
+CHECKPOINT = REPO / "checkpoints" / "score" / "enhancer-3d1cc699.ckpt"
 REFERENCE = REPO / "tests" / "data" / "enhancer_reference.npz"
 
 
