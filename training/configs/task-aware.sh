@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-create the shipped task-aware weights (after the enhancer: `ndpca train-enhancer --ship checkpoints`).
+# Re-create the task-aware weights. They use the score-based checkpoints/score/enhancer-3d1cc699.ckpt (set in each config).
 # Two queues of one thread each; about 35 min per queue on 2 CPU cores.
 set -euo pipefail
 NDPCA=${NDPCA:-.venv/bin/ndpca}
