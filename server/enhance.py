@@ -48,6 +48,13 @@ class Enhancer(Protocol):
         """Output channels for ``n_mics`` decoded microphones."""
 
 
+def _drop_idle(states: dict[Any, tuple[Any, float]], now: float, idle_seconds: float) -> None:
+    """Forget the per-session states (``key -> (state, last use)``) unused for ``idle_seconds``
+    (a session that failed is never released)."""
+    for stale in [k for k, (_, t) in states.items() if now - t > idle_seconds]:
+        del states[stale]
+
+
 class IdentityEnhancer:
     """Passes the decoded spectra through unchanged."""
 
@@ -161,8 +168,7 @@ class ScoreBasedEnhancer:
         now, c = time.monotonic(), self.context_frames
         rows = []
         with self._lock:
-            for stale in [k for k, (_, t) in self._context.items() if now - t > self.idle_seconds]:
-                del self._context[stale]
+            _drop_idle(self._context, now, self.idle_seconds)
             for b, key in enumerate(keys):
                 prev = self._context.get(key, (None, 0.0))[0]
                 if prev is None:
@@ -219,8 +225,7 @@ class ClassicalStreamingEnhancer:
         spec = from_channels(spectra.cpu().double(), self.representation).numpy()  # [B, M, F, T]
         out = np.empty((spec.shape[0], 1, *spec.shape[2:]), complex)
         with self._lock:
-            for stale in [k for k, (_, t) in self._states.items() if now - t > self.idle_seconds]:
-                del self._states[stale]
+            _drop_idle(self._states, now, self.idle_seconds)
             for b, key in enumerate(keys):
                 state = self._states.get(key, (None, 0.0))[0]
                 if state is None:

@@ -117,9 +117,26 @@ def _codec_input(path: Path, bandwidth: int, rates_bps: list[float]
     return f"decoded ({path.name}, L = {bandwidth})", run
 
 
+def held_out_examples(data: Path, split: str, limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` examples of ``split`` in the data set folder ``data``.
+
+    Raises:
+        UserError: no manifest there, or no example in the split.
+    """
+    from training.data.dataset import RoomDataset
+
+    manifest = data / "manifest.json"
+    if not manifest.is_file():
+        raise UserError(f"no {manifest}; build the held-out real-speech rooms first (docs/enhancer.md)")
+    ds = RoomDataset(manifest, split)
+    examples = [ds[i] for i in range(min(limit, len(ds)))]
+    if not examples:
+        raise UserError(f"no {split!r} examples in {manifest}")
+    return examples
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from shared.streaming import find_checkpoint
-    from training.data.dataset import RoomDataset
 
     p = argparse.ArgumentParser(prog="python -m training.classical_eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=REPO / "data" / "rooms_real",
@@ -136,13 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    manifest = args.data / "manifest.json"
-    if not manifest.is_file():
-        raise UserError(f"no {manifest}; build the held-out real-speech rooms first (docs/enhancer.md)")
-    ds = RoomDataset(manifest, args.split)
-    examples = [ds[i] for i in range(min(args.limit, len(ds)))]
-    if not examples:
-        raise UserError(f"no {args.split!r} examples in {manifest}")
+    examples = held_out_examples(args.data, args.split, args.limit)
     samplers = [s for s in args.samplers.split(",") if s]
     methods: dict[str, Method] = {"mic 0": lambda m: m[0], "classical": classical_enhance}
     if samplers:

@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from server.enhance import build_enhancer
     from shared.codec import Codec
     from shared.streaming import find_checkpoint
-    from training.data.dataset import RoomDataset
+    from training.classical_eval import held_out_examples
 
     p = argparse.ArgumentParser(prog="python -m training.stage_eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=REPO / "data" / "rooms_real",
@@ -138,13 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    manifest = args.data / "manifest.json"
-    if not manifest.is_file():
-        raise UserError(f"no {manifest}; build the held-out real-speech rooms first (docs/enhancer.md)")
-    ds = RoomDataset(manifest, args.split)
-    examples = [ds[i] for i in range(min(args.limit, len(ds)))]
-    if not examples:
-        raise UserError(f"no {args.split!r} examples in {manifest}")
+    examples = held_out_examples(args.data, args.split, args.limit)
     codec_path = args.codec or find_checkpoint("ndpca-e4d1", REPO / "checkpoints")
     if codec_path is None:
         raise UserError("no codec checkpoint; pass --codec")
