@@ -180,6 +180,8 @@ class EdgeClient:
             raise EdgeRefused(f"receiver answered hello with {first.type}")
         self.stats.connects += 1
         self.mode = first.mode
+        if first.step_profile != self.codec.step_profile:  # the receiver chooses the profile
+            self.codec.set_step_profile(first.step_profile)
         if first.epoch is not None:
             self.epoch = first.epoch
         if first.step is not None:
@@ -257,11 +259,12 @@ class EdgeClient:
                 await ws.send(P.encode(P.Bye(reason="end of stream")))
                 self.done = True
                 return
-            enc = self.codec.encode_payload(coeffs, alloc.k, alloc.budget_bits)
+            enc = self.codec.encode_payload(coeffs, alloc.k, alloc.budget_bits, source=self.cfg.source)
             last = self.encoder.is_last(seq)
             await ws.send(P.encode(P.Chunk(
                 seq=seq, capture_time=capture, k=enc.k, k_allocated=alloc.k, alloc_step=alloc.step,
-                quant_step=self.codec.coder.step, payload=enc.payload, crc=enc.crc,
+                quant_step=self.codec.coder.step, step_profile=self.codec.step_profile,
+                payload=enc.payload, crc=enc.crc,
                 end_samples=self.encoder.n_samples if last else None,
             )))
             self.stats.sent.append(SentChunk(seq, enc.k, alloc.k, alloc.step, enc.bits, alloc.budget_bits))

@@ -44,7 +44,7 @@ class LiveEncoder:
         x = torch.zeros(1, self.audio.shape[0], 2, preset.n_bins, cfg.frames_per_step)
         for _ in range(2):
             c = self.codec.source_coefficients(self.source, x)[0]
-            self.codec.encode_payload(c, c.shape[-1], 10_000)
+            self.codec.encode_payload(c, c.shape[-1], 10_000, source=self.source)
 
     def samples_needed(self, i: int) -> int:
         """Samples that must have been captured to frame chunk ``i``."""

@@ -98,7 +98,7 @@ def _encoder_rtf(codec, mics: torch.Tensor) -> dict[str, Any]:
         for i in range(enc.n_chunks):
             t0 = time.perf_counter()
             coeffs = enc.coefficients(i)
-            codec.encode_payload(coeffs, coeffs.shape[-1], None)  # every component: worst case
+            codec.encode_payload(coeffs, coeffs.shape[-1], None, source=s)  # every component: worst case
             times.append(time.perf_counter() - t0)
         out[str(s)] = {k: v / period for k, v in _pct(times).items()}
     return out

@@ -61,7 +61,9 @@ def simulate(codec, rooms_mics: list[np.ndarray], active: list[list[int]], rule:
         coeffs = [codec.source_coefficients(s, spec[:, g]) for s, g in enumerate(codec.mic_groups)]
         data.append((spec, coeffs))
         act = frozenset(active[i])
-        cell.join(f"room{i}", sv, lambda act=act: act)
+        costs = (None if codec.step_profile == "uniform"
+                 else [codec.component_costs(s) for s in range(codec.n_sources)])
+        cell.join(f"room{i}", sv, lambda act=act: act, costs)
     for i in range(len(data)):  # every room joins at cell step 0 (lockstep, same clock)
         cell.cell_step(f"room{i}", 0)
     n_steps = min(d[0].shape[0] for d in data)
@@ -79,10 +81,11 @@ def simulate(codec, rooms_mics: list[np.ndarray], active: list[list[int]], rule:
                 if k == 0:
                     per.append(torch.zeros(1, n_v, 0))
                     continue
-                enc = codec.encode_payload(coeffs[s][t], k, plan.bits_per_source[s])
+                enc = codec.encode_payload(coeffs[s][t], k, plan.bits_per_source[s], source=s)
                 bits_step += enc.bits
                 cell.received(f"room{i}", t, enc.bits)
-                per.append(torch.from_numpy(codec.decode_payload(enc.payload, enc.k))[None])
+                per.append(torch.from_numpy(codec.decode_payload(enc.payload, enc.k, source=s,
+                                                                 k_allocated=k))[None])
             out = codec.decode_coefficients(per)[0]
             ref = spec[t]
             err[i] += float(((out - ref) ** 2).mean())

@@ -34,6 +34,8 @@ def create_app(settings: ReceiverSettings | None = None, codec: Codec | None = N
         model = codec or await asyncio.to_thread(
             load_codec, settings.checkpoint, settings.arch, settings.checkpoint_dir, settings.device
         )
+        if settings.step_profile and settings.step_profile != model.step_profile:
+            model.set_step_profile(settings.step_profile)
         # on CPU one intra-op thread by default: decoding a step takes milliseconds, and
         # spinning OpenMP workers on a busy 2-core machine cost more than they save
         threads = settings.threads or (1 if model.device.type == "cpu" else None)

@@ -10,6 +10,11 @@ is split once, with the members present when the step is first asked for:
   (reverse water-filling across independent components); each room gets its count and bits
   ``floor(C_j T k_room / k_cell)``.
 
+With the ``water`` step profile (:mod:`shared.steps`) rooms join with each source's expected
+cost per allocation, and both rules buy components at that cost instead of Eq. 3's flat one:
+the largest allocation in the rule's order whose expected bits fit the share, bits split in
+proportion to expected costs.
+
 A room joins at the cell's next step not yet split and leaves from the next step not yet
 split, so a split never changes once made and the bits given out at a step never exceed
 ``floor(C_j T)``. Rooms keep their own step numbers; a room's step ``t`` is cell step
@@ -25,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from shared import steps
 from shared.codec import Plan
 from shared.rate import RateConfig, allocate_ndpca, budget_bits, budget_coefficients, split_bits
 
@@ -41,6 +47,23 @@ class Room:
     active: Callable[[], frozenset[int]]
     offset: int | None = None
     left_at: int | None = None
+    #: per source, expected bits of one vector for k = 0 .. d_s (the water profile), else None
+    costs: Sequence[np.ndarray] | None = None
+
+
+#: what a split sees of a room: singular values, active sources, costs (or None)
+Member = tuple[Sequence[np.ndarray], frozenset[int], "Sequence[np.ndarray] | None"]
+
+
+def _fit(values: list[np.ndarray], costs: list[np.ndarray], bits: int, n_v: int) -> list[int]:
+    """The largest NDPCA allocation over ``values`` whose expected payload bits fit ``bits``."""
+    table = steps.allocation_table(values)
+    row = steps.fit_allocation(steps.table_bits(table, costs, n_v), bits)
+    return table[row].tolist()
+
+
+def _cost_bits(costs: Sequence[np.ndarray], alloc: Sequence[int], n_v: int) -> list[float]:
+    return [float(steps.payload_bits(c[k], n_v)) for c, k in zip(costs, alloc)]
 
 
 def empty_plan(n_sources: int) -> Plan:
@@ -48,48 +71,66 @@ def empty_plan(n_sources: int) -> Plan:
 
 
 def split_equal(capacity_bps: float, rate: RateConfig, n_v: int,
-                rooms: dict[str, tuple[Sequence[np.ndarray], frozenset[int]]]) -> dict[str, Plan]:
-    """Equal shares: ``floor(C T / R)`` bits and an Eq. 3 budget for ``C / R`` per room."""
+                rooms: dict[str, Member]) -> dict[str, Plan]:
+    """Equal shares: ``floor(C T / R)`` bits and an Eq. 3 budget for ``C / R`` per room (with
+    costs: the allocation whose expected bits fit the share)."""
     live = {r: v for r, v in rooms.items() if v[1]}
-    out = {r: empty_plan(len(sv)) for r, (sv, _) in rooms.items()}
+    out = {r: empty_plan(len(v[0])) for r, v in rooms.items()}
     if not live:
         return out
     share_cap = capacity_bps / len(live)
     share_bits = budget_bits(capacity_bps, rate) // len(live)
-    for r, (sv, act) in live.items():
+    for r, (sv, act, costs) in live.items():
         sizes = [len(s) for s in sv]
-        total = budget_coefficients(share_cap, rate, n_v * sum(sizes[s] for s in act))
+        act_sorted = sorted(act)
         alloc = [0] * len(sv)
-        picked = allocate_ndpca([sv[s] for s in sorted(act)], total // n_v)
-        for s, k in zip(sorted(act), picked):
+        if costs is None:
+            total = budget_coefficients(share_cap, rate, n_v * sum(sizes[s] for s in act))
+            picked = allocate_ndpca([sv[s] for s in act_sorted], total // n_v)
+        else:
+            picked = _fit([sv[s] for s in act_sorted], [costs[s] for s in act_sorted], share_bits, n_v)
+            total = n_v * sum(picked)
+        for s, k in zip(act_sorted, picked):
             alloc[s] = int(k)
-        out[r] = Plan(share_cap, total, share_bits, alloc, split_bits(share_bits, alloc))
+        per_source = (split_bits(share_bits, alloc) if costs is None
+                      else steps.split_by_cost(share_bits, _cost_bits(costs, alloc, n_v)))
+        out[r] = Plan(share_cap, total, share_bits, alloc, per_source)
     return out
 
 
 def split_pooled(capacity_bps: float, rate: RateConfig, n_v: int,
-                 rooms: dict[str, tuple[Sequence[np.ndarray], frozenset[int]]]) -> dict[str, Plan]:
+                 rooms: dict[str, Member]) -> dict[str, Plan]:
     """Pooled NDPCA: the cell's budget to the top (task-weighted) singular values of every room's sources."""
-    out = {r: empty_plan(len(sv)) for r, (sv, _) in rooms.items()}
-    keys = [(r, s) for r, (sv, act) in rooms.items() for s in sorted(act)]
+    out = {r: empty_plan(len(v[0])) for r, v in rooms.items()}
+    keys = [(r, s) for r, (sv, act, _) in rooms.items() for s in sorted(act)]
     if not keys:
         return out
     values = [rooms[r][0][s] for r, s in keys]
-    total = budget_coefficients(capacity_bps, rate, n_v * sum(len(v) for v in values))
     bits = budget_bits(capacity_bps, rate)
-    picked = allocate_ndpca(values, total // n_v)
+    priced = all(rooms[r][2] is not None for r, _ in keys)
+    if priced:
+        picked = _fit(values, [rooms[r][2][s] for r, s in keys], bits, n_v)
+    else:
+        total = budget_coefficients(capacity_bps, rate, n_v * sum(len(v) for v in values))
+        picked = allocate_ndpca(values, total // n_v)
     per_room = {r: 0 for r in rooms}
     for (r, s), k in zip(keys, picked):
         out[r].allocation[s] = int(k)
         per_room[r] += int(k)
     names = list(rooms)
-    room_bits = split_bits(bits, [per_room[r] for r in names])
+    if priced:
+        weights = [sum(_cost_bits(rooms[r][2], out[r].allocation, n_v)) if rooms[r][1] else 0.0
+                   for r in names]
+        room_bits = steps.split_by_cost(bits, weights)
+    else:
+        room_bits = split_bits(bits, [per_room[r] for r in names])
     for r, b in zip(names, room_bits):
         p = out[r]
         p.budget_bits = b
         p.budget_coefficients = n_v * per_room[r]
         p.capacity_bps = capacity_bps * b / bits if bits else 0.0
-        p.bits_per_source = split_bits(b, p.allocation)
+        p.bits_per_source = (steps.split_by_cost(b, _cost_bits(rooms[r][2], p.allocation, n_v))
+                             if priced else split_bits(b, p.allocation))
     return out
 
 
@@ -116,11 +157,15 @@ class Cell:
 
     # ------------------------------------------------------------------ members
     def join(self, room: str, singular_values: Sequence[np.ndarray],
-             active: Callable[[], frozenset[int]]) -> None:
-        """Add a room; it takes part from the first step it asks for that is not split yet."""
+             active: Callable[[], frozenset[int]],
+             costs: Sequence[np.ndarray] | None = None) -> None:
+        """Add a room; it takes part from the first step it asks for that is not split yet.
+        ``costs``: per source, expected bits of one vector for ``k = 0 .. d_s`` (the water
+        profile's :meth:`shared.codec.Codec.component_costs`); None: Eq. 3's flat cost."""
         if room in self.rooms and self.rooms[room].left_at is None:
             raise ValueError(f"room {room!r} is already in cell {self.name!r}")
-        self.rooms[room] = Room([np.asarray(s, dtype=np.float64) for s in singular_values], active)
+        self.rooms[room] = Room([np.asarray(s, dtype=np.float64) for s in singular_values], active,
+                                costs=costs)
 
     def leave(self, room: str) -> None:
         """The room takes no part from the next step not split yet."""
@@ -140,7 +185,7 @@ class Cell:
     # ------------------------------------------------------------------ per step
     def _split(self, j: int) -> dict[str, Plan]:
         t, cap = self.schedule(j)
-        present = {name: (r.singular_values, frozenset(r.active()))
+        present = {name: (r.singular_values, frozenset(r.active()), r.costs)
                    for name, r in self.rooms.items()
                    if r.left_at is None and r.offset is not None}
         plans = SPLITS[self.rule](cap, self.rate, self.n_v, present)

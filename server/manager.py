@@ -110,8 +110,10 @@ class SessionManager:
         session = Session(cfg, self.codec, self.decoder, self.metrics, schedule, info, refs,
                           self.record_seconds, on_finish=self._on_finish, cell=cell, store=self.store)
         if cell is not None:
+            costs = (None if self.codec.step_profile == "uniform" else
+                     [self.codec.component_costs(s) for s in range(self.codec.n_sources)])
             cell.join(cfg.id, weighted_singular_values(self.codec.bases, self.codec.source_weights),
-                      session._active)
+                      session._active, costs)
         self.sessions[cfg.id] = session
         session.start()
         self._update_gauge()

@@ -260,7 +260,8 @@ class Session:
             session=self.id, source=s, epoch=self.clock.epoch,
             step=self.opened + 1 if self.state == "running" else None,
             period_s=self.period, mode=self.cfg.mode, n_sources=self.n_sources,
-            quant_step=self.codec.coder.step, lookahead_samples=self.lookahead,
+            quant_step=self.codec.coder.step, step_profile=self.codec.step_profile,
+            lookahead_samples=self.lookahead,
         ))
         log.info("session %s: source %d connected (%d/%d)", self.id, s, len(self.links), len(self.expected))
         self.wake()
@@ -314,6 +315,12 @@ class Session:
                 "config_mismatch",
                 f"quantiser step {chunk.quant_step!r} differs from the receiver's {self.codec.coder.step!r}",
             )
+        if chunk.step_profile != self.codec.step_profile:
+            raise P.ProtocolError(
+                "config_mismatch",
+                f"chunk coded with step profile {chunk.step_profile!r}; this session uses "
+                f"{self.codec.step_profile!r} (the welcome's step_profile)",
+            )
         self.check_bounds(source, chunk, now)
         open_plan = self.plans.get(chunk.seq)
         if open_plan is None and chunk.seq <= self.opened:
@@ -332,8 +339,15 @@ class Session:
                 "over_allocation",
                 f"chunk {chunk.seq} of source {source} has {bits} bits; {bits_max} allocated",
             )
+        if chunk.k > chunk.k_allocated:
+            raise P.ProtocolError(
+                "out_of_range",
+                f"source {source}: chunk {chunk.seq} has k {chunk.k} above its k_allocated "
+                f"{chunk.k_allocated}; send at most the allocation's components",
+            )
         try:
-            coeffs = self.codec.decode_payload(chunk.payload, chunk.k, chunk.crc)
+            coeffs = self.codec.decode_payload(chunk.payload, chunk.k, chunk.crc, source=source,
+                                               k_allocated=chunk.k_allocated)
         except ValueError as exc:
             raise P.ProtocolError("bad_payload", str(exc)) from None
         item = Received(coeffs, chunk.k, chunk.k_allocated, chunk.alloc_step, bits,

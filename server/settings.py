@@ -106,6 +106,8 @@ class ReceiverSettings(BaseSettings):
     enhance_steps: int | None = Field(None, ge=1)  # override the preset's number of steps
     enhance_mics: Literal["ref", "all"] = "ref"  # enhance the reference microphone only, or every one
     enhance_context: int | None = Field(None, ge=0)  # sgmse: past frames enhanced with each step (None: the checkpoint's)
+    # quantiser steps (shared/steps.py); None: the codec's own (water for a loaded checkpoint)
+    step_profile: Literal["uniform", "water"] | None = None
     max_batch: int = Field(64, ge=1)
     threads: int | None = Field(None, ge=1)
     max_frame_bytes: int = Field(MAX_FRAME_BYTES, ge=256)

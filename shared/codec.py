@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from shared import steps
 from shared.checkpoint import load_checkpoint, save_checkpoint
-from shared.coding import CoefficientCoder
+from shared.coding import CoefficientCoder, ComponentCoder
 from shared.errors import CheckpointError
 from shared.models.architectures import CODEC_LAYOUT, DistributedAutoencoder, ModelConfig
-from shared.ndpca import SourceBasis, allocate
+from shared.ndpca import SourceBasis, allocate, weighted_singular_values
 from shared.rate import RateConfig, budget_bits, budget_coefficients, split_bits
 from shared.stft import from_channels, get_preset, istft, stft, to_channels
 
@@ -84,6 +85,7 @@ class Codec:
         allocation_rule: str | None = None,
         header: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
+        step_profile: str = steps.DEFAULT_PROFILE,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -94,6 +96,35 @@ class Codec:
         self.allocation_rule = allocation_rule or self.spec.allocation
         self.coder = CoefficientCoder(self.rate.quant_step)
         self.header = header or {}
+        self.set_step_profile(step_profile)
+
+    def set_step_profile(self, name: str) -> None:
+        """Choose the quantiser step profile (:mod:`shared.steps`): ``uniform`` (one step,
+        the paper's) or ``water`` (a step per component). Both ends of a session use the
+        receiver's (``Welcome.step_profile``)."""
+        self.step_profile = steps.check_profile(name)
+        self._steps = [steps.SourceSteps(b.std.cpu().numpy(), self.rate.quant_step, name)
+                       for b in self.bases]
+        self._coders: dict[tuple[int, int], ComponentCoder] = {}
+        self._tables: dict[tuple[str, tuple[int, ...]], tuple[np.ndarray, np.ndarray]] = {}
+
+    def coder_for(self, source: int, k_allocated: int) -> CoefficientCoder | ComponentCoder:
+        """The quantiser and coder of ``source``'s payload when ``k_allocated`` components
+        were allocated to it (the steps of the ``water`` profile depend on that number)."""
+        if self.step_profile == "uniform":
+            return self.coder
+        key = (source, k_allocated)
+        coder = self._coders.get(key)
+        if coder is None:
+            if len(self._coders) > 4096:
+                self._coders.clear()
+            coder = self._coders[key] = ComponentCoder(self._steps[source].grid(k_allocated))
+        return coder
+
+    def component_costs(self, source: int) -> np.ndarray:
+        """``[d_s + 1]`` expected bits of one vector of ``source`` with ``k`` components
+        allocated, under this codec's step profile."""
+        return self._steps[source].costs()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -147,6 +178,7 @@ class Codec:
         expect_arch: str | None = None,
         rate: RateConfig | None = None,
         allocation_rule: str | None = None,
+        step_profile: str = steps.DEFAULT_PROFILE,
     ) -> Codec:
         """Load a codec checkpoint; ``expect_arch`` guards against the wrong architecture."""
         ckpt = load_checkpoint(path, expect_kind=CHECKPOINT_KIND)
@@ -180,7 +212,7 @@ class Codec:
                 ) from None
         if rate is None and "rate" in head:
             rate = RateConfig(**head["rate"])
-        return cls(model, bases, rate, allocation_rule, head, device)
+        return cls(model, bases, rate, allocation_rule, head, device, step_profile)
 
     def save(self, path: str | Path, extra_header: dict[str, Any] | None = None,
              weights_dtype: torch.dtype = torch.float32, bases_dtype: torch.dtype = torch.float32) -> str:
@@ -248,58 +280,124 @@ class Codec:
         z = self.model.encode_source(s, chunk.to(self.device))
         return self.bases[s].project(z, self.bases[s].dim)
 
-    def encode_payload(self, coeffs: np.ndarray | torch.Tensor, k: int, budget_bits: int | None) -> EncodedChunk:
-        """Keep the first ``k`` components of every vector of one step (``[n_v, d_s]``) and code
-        them within ``budget_bits``; if they do not fit, fewer components (the same number
-        for every vector) are sent."""
+    def encode_payload(self, coeffs: np.ndarray | torch.Tensor, k: int, budget_bits: int | None,
+                       source: int = 0) -> EncodedChunk:
+        """Keep the first ``k`` components of every vector of one step (``[n_v, d_s]``) of
+        ``source`` and code them within ``budget_bits``; if they do not fit, fewer components
+        (the same number for every vector) are sent, with the steps of ``k``."""
         c = np.asarray(coeffs.detach().cpu() if isinstance(coeffs, torch.Tensor) else coeffs)
         c = np.atleast_2d(c)[:, :k]
+        coder = self.coder_for(source, c.shape[1])
         if budget_bits is None:
-            return EncodedChunk(self.coder.encode(c), c.shape[1], k, self.coder.checksum(c))
-        payload, sent = self.coder.encode_within(c, budget_bits)
-        return EncodedChunk(payload, sent, k, self.coder.checksum(c[:, :sent]))
+            return EncodedChunk(coder.encode(c), c.shape[1], k, coder.checksum(c))
+        payload, sent = coder.encode_within(c, budget_bits)
+        return EncodedChunk(payload, sent, k, coder.checksum(c[:, :sent]))
 
     # ------------------------------------------------------------------ receiver side
-    def plan(self, capacity_bps: float, rule: str | None = None) -> Plan:
-        """Capacity -> budget (Eq. 3, coefficients per step) -> allocation -> bits per source.
+    def plan(self, capacity_bps: float, rule: str | None = None,
+             active: Sequence[int] | None = None) -> Plan:
+        """Capacity -> budget -> allocation over the ``active`` sources (default all) -> bits
+        per source. Inactive sources get no component.
 
-        A step holds ``n_v`` vectors per source and an allocation ``k_s`` applies to each of
-        them, so the allocation shares ``floor(L / n_v)`` components: ``sum_s k_s n_v <= L``.
+        ``uniform`` profile: Eq. 3 gives ``L`` coefficients per step; a step holds ``n_v``
+        vectors per source and an allocation ``k_s`` applies to each of them, so the
+        allocation shares ``floor(L / n_v)`` components (``sum_s k_s n_v <= L``), and the
+        bits are split in proportion to the components. ``water`` profile: every component
+        costs its own expected code length, so the allocation is the largest one of the
+        rule's order whose expected bits fit ``floor(C T)`` (:func:`shared.steps.fit_allocation`,
+        Eq. 3 with each coefficient's own cost), ``budget_coefficients`` the coefficients it
+        buys, and the bits are split in proportion to each source's expected cost.
         """
+        rule = rule or self.allocation_rule
+        act = sorted(set(range(self.n_sources) if active is None else active))
         n_v = self.cfg.vectors_per_step
-        total = budget_coefficients(capacity_bps, self.rate, n_v * sum(self.latent_sizes))
+        sizes = self.latent_sizes
         bits = budget_bits(capacity_bps, self.rate)
-        alloc = allocate(self.bases, total // n_v, rule or self.allocation_rule, self.source_weights)
-        return Plan(float(capacity_bps), total, bits, alloc, split_bits(bits, alloc))
+        alloc = [0] * self.n_sources
+        if self.step_profile == "uniform":
+            total = budget_coefficients(capacity_bps, self.rate, n_v * sum(sizes[s] for s in act))
+            if act:
+                picked = allocate([self.bases[s] for s in act], total // n_v, rule,
+                                  [self.source_weights[s] for s in act])
+                for s, k in zip(act, picked):
+                    alloc[s] = int(k)
+            return Plan(float(capacity_bps), total, bits, alloc, split_bits(bits, alloc))
+        if not act:
+            return Plan(float(capacity_bps), 0, bits, alloc, [0] * self.n_sources)
+        table, row_bits = self._allocation_table(rule, tuple(act))
+        row = table[steps.fit_allocation(row_bits, bits)]
+        for s, k in zip(act, row.tolist()):
+            alloc[s] = int(k)
+        costs = [float(steps.payload_bits(self.component_costs(s)[alloc[s]], n_v))
+                 for s in range(self.n_sources)]
+        return Plan(float(capacity_bps), n_v * sum(alloc), bits, alloc, steps.split_by_cost(bits, costs))
+
+    def _allocation_table(self, rule: str, act: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """The allocation of every total over the ``act`` sources by ``rule``, and the
+        expected bits of each row's payloads (cached)."""
+        key = (rule, act)
+        if key not in self._tables:
+            if rule == "ndpca":
+                values = weighted_singular_values([self.bases[s] for s in act],
+                                                  [self.source_weights[s] for s in act])
+            elif rule == "ndpca-equal":
+                values = weighted_singular_values([self.bases[s] for s in act])
+            elif rule == "uniform":
+                values = [np.zeros(self.latent_sizes[s]) for s in act]
+            else:
+                allocate(self.bases, 0, rule)  # raises with the rules known
+            table = steps.allocation_table(values, "uniform" if rule == "uniform" else "ndpca")
+            row_bits = steps.table_bits(table, [self.component_costs(s) for s in act],
+                                        self.cfg.vectors_per_step)
+            self._tables[key] = (table, row_bits)
+        return self._tables[key]
 
     def plan_for_components(self, per_vector: int, rule: str | None = None) -> Plan:
         """The plan whose allocation shares exactly ``per_vector`` components per vector
         (bandwidth sweeps: ``per_vector`` is the paper's L for one latent vector)."""
-        total = per_vector * self.cfg.vectors_per_step
-        capacity = total * self.rate.bits_per_coefficient / self.rate.chunk_seconds
-        # guard against float rounding just under the integer
-        capacity *= 1 + 1e-9
-        return self.plan(capacity, rule)
+        n_v = self.cfg.vectors_per_step
+        if self.step_profile == "uniform":
+            total = per_vector * n_v
+            capacity = total * self.rate.bits_per_coefficient / self.rate.chunk_seconds
+            # guard against float rounding just under the integer
+            return self.plan(capacity * (1 + 1e-9), rule)
+        # water: the row of exactly ``per_vector`` components, at its expected bits
+        table, row_bits = self._allocation_table(rule or self.allocation_rule, tuple(range(self.n_sources)))
+        row = min(max(per_vector, 0), len(row_bits) - 1)
+        alloc = [int(k) for k in table[row]]
+        bits = int(row_bits[row])
+        costs = [float(steps.payload_bits(self.component_costs(s)[alloc[s]], n_v))
+                 for s in range(self.n_sources)]
+        return Plan(bits / self.rate.chunk_seconds, n_v * sum(alloc), bits, alloc,
+                    steps.split_by_cost(bits, costs))
 
-    def decode_payload(self, payload: bytes, k: int, crc: int | None = None) -> np.ndarray:
+    def decode_payload(self, payload: bytes, k: int, crc: int | None = None, source: int = 0,
+                       k_allocated: int | None = None) -> np.ndarray:
         """One source's payload of one step -> dequantised coefficients ``[n_v, k]``.
 
-        Raises ValueError if the payload does not code exactly ``k n_v`` indices or (``crc``
-        given) their CRC-32 differs."""
-        return self.coder.decode(payload, k, self.cfg.vectors_per_step, crc)
+        ``k_allocated``: the allocation the edge coded for (the chunk's; default ``k``),
+        which sets the steps of the ``water`` profile. Raises ValueError if the payload does
+        not code exactly ``k n_v`` indices or (``crc`` given) their CRC-32 differs."""
+        k_alloc = k if k_allocated is None else k_allocated
+        if k > k_alloc:
+            raise ValueError(f"payload claims {k} components but names an allocation of {k_alloc}")
+        coder = self.coder_for(source, k_alloc)
+        return coder.decode(payload, k, self.cfg.vectors_per_step, crc)
 
-    def decode_payloads(self, payloads: Sequence[tuple[bytes, int] | None]) -> torch.Tensor:
-        """Per source ``(payload, k)`` or ``None`` (missing: mean) -> ``[M, 2, F, frames_per_step]``."""
+    def decode_payloads(self, payloads: Sequence[tuple | None]) -> torch.Tensor:
+        """Per source ``(payload, k)``, ``(payload, k, k_allocated)`` or ``None`` (missing:
+        mean) -> ``[M, 2, F, frames_per_step]``."""
         if len(payloads) != self.n_sources:
             raise ValueError(f"expected {self.n_sources} sources, got {len(payloads)}")
         n_v = self.cfg.vectors_per_step
         coeffs = []
-        for item in payloads:
+        for s, item in enumerate(payloads):
             if item is None or item[1] == 0:
                 coeffs.append(torch.zeros(1, n_v, 0, device=self.device))
             else:
-                payload, k = item
-                coeffs.append(torch.from_numpy(self.decode_payload(payload, k)).to(self.device)[None])
+                payload, k, *rest = item
+                c = self.decode_payload(payload, k, source=s, k_allocated=rest[0] if rest else None)
+                coeffs.append(torch.from_numpy(c).to(self.device)[None])
         return self.decode_coefficients(coeffs)[0]
 
     @torch.no_grad()
@@ -366,11 +464,12 @@ class Codec:
                 continue
             rows = torch.zeros(n_steps, full.shape[1], k, device=self.device)
             for i, step in enumerate(full[..., :k].cpu().numpy()):
-                enc = self.encode_payload(step, k, plan.bits_per_source[s])
+                enc = self.encode_payload(step, k, plan.bits_per_source[s], source=s)
                 bits += enc.bits
                 sent += enc.k * step.shape[0]
                 kept[i, s] = enc.k
-                q = self.coder.dequantise(self.coder.quantise(step[:, : enc.k]))
+                coder = self.coder_for(s, k)
+                q = coder.dequantise(coder.quantise(step[:, : enc.k]))
                 rows[i, :, : enc.k] = torch.from_numpy(q)
             coeffs.append(rows)
         out = torch.cat([self.decode_coefficients([c[i : i + 64] for c in coeffs], kept[i : i + 64])
@@ -384,6 +483,7 @@ class Codec:
             "coefficients_per_chunk": sent / n_steps,
             "bitrate_bps": bits / n_steps / self.chunk_seconds,
             "budget_bits_per_chunk": plan.budget_bits,
+            "step_profile": self.step_profile,
             "spectra": decoded_spectra,
         }
         return audio, stats

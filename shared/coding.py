@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared import entropy
+from shared import entropy, steps
 
 
 def indices_crc(q: np.ndarray) -> int:
@@ -92,12 +92,7 @@ class CoefficientCoder:
         stream = self.code.decode(payload, k * vectors, exact=True) - self.radius
         q = stream.reshape(k, vectors).T
         if crc is not None:
-            got = indices_crc(q)
-            if got != crc:
-                raise ValueError(
-                    f"CRC-32 of the decoded indices is {got:#010x}, the chunk says {crc:#010x}: "
-                    "the payload is corrupt or was not coded as docs/protocol.md specifies"
-                )
+            _check_crc(q, crc)
         return q
 
     def decode(self, payload: bytes, k: int, vectors: int = 1, crc: int | None = None) -> np.ndarray:
@@ -131,6 +126,114 @@ class CoefficientCoder:
     def entropy_bits(self) -> float:
         """Entropy of the integer model in bits per coefficient (the ideal cost)."""
         return entropy.model_entropy_bits(self.step)
+
+
+class ComponentCoder:
+    """Quantiser plus prefix coder with a step per component (the ``water`` profile of
+    :mod:`shared.steps`): component ``j`` of every vector is quantised with the step
+    ``grid[j] / 256`` and coded with that step's prefix code. The same interface as
+    :class:`CoefficientCoder`; a payload of fewer components than ``len(grid)`` uses the
+    first steps (trailing components are dropped, not re-stepped).
+
+    Args:
+        grid: ``[k_allocated]`` grid numerators in ``[steps.MIN_GRID, steps.MAX_GRID]``.
+    """
+
+    def __init__(self, grid: np.ndarray) -> None:
+        g = np.asarray(grid, dtype=np.int64)
+        if g.ndim != 1 or (g.size and (g.min() < steps.MIN_GRID or g.max() > steps.MAX_GRID)):
+            raise ValueError(f"step grid numerators must lie in [{steps.MIN_GRID}, {steps.MAX_GRID}]")
+        self.grid = g
+        self.steps = g.astype(np.float64) / steps.GRID
+        _bank_fill(g)
+        self.radii = _RADIUS[g]
+
+    def quantise(self, coeffs: np.ndarray) -> np.ndarray:
+        """``[n_v, k]`` (or ``[k]``) floats, ``k <= len(grid)`` -> integer indices."""
+        c = np.asarray(coeffs, dtype=np.float64)
+        if not np.all(np.isfinite(c)):
+            raise ValueError("coefficients contain NaN or infinite values")
+        k = c.shape[-1]
+        r = self.radii[:k]
+        return np.clip(np.rint(c / self.steps[:k]), -r, r).astype(np.int64)
+
+    def dequantise(self, q: np.ndarray) -> np.ndarray:
+        q = np.asarray(q, dtype=np.float32)
+        return q * self.steps[: q.shape[-1]].astype(np.float32)
+
+    def checksum(self, coeffs: np.ndarray) -> int:
+        return indices_crc(self.quantise(coeffs))
+
+    def _symbols(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[n_v, k]`` indices -> (per-symbol grid numerators, symbols) in stream order."""
+        q = np.atleast_2d(q)
+        n_v, k = q.shape
+        g = np.repeat(self.grid[:k], n_v)
+        return g, component_major(q) + _RADIUS[g]
+
+    def encode_indices(self, q: np.ndarray) -> tuple[bytes, int]:
+        """``[n_v, k]`` indices -> (payload bytes, bits before byte padding)."""
+        g, sym = self._symbols(q)
+        return entropy.pack_codewords(_BANK_CODE[g, sym], _BANK_LEN[g, sym])
+
+    def encode(self, coeffs: np.ndarray) -> bytes:
+        return self.encode_indices(self.quantise(coeffs))[0]
+
+    def decode_indices(self, payload: bytes, k: int, vectors: int = 1,
+                       crc: int | None = None) -> np.ndarray:
+        """A whole payload -> ``[vectors, k]`` indices (raises ValueError as
+        :meth:`CoefficientCoder.decode_indices`, and when ``k`` exceeds the steps known)."""
+        if k > len(self.grid):
+            raise ValueError(f"payload claims {k} components; the allocation it names has {len(self.grid)}")
+        segments = [(entropy.code_for_step(g / steps.GRID), vectors) for g in self.grid[:k].tolist()]
+        stream = entropy.decode_segments(payload, segments, exact=True)
+        q = (stream.reshape(k, vectors) - self.radii[:k, None]).T
+        if crc is not None:
+            _check_crc(q, crc)
+        return q
+
+    def decode(self, payload: bytes, k: int, vectors: int = 1, crc: int | None = None) -> np.ndarray:
+        return self.dequantise(self.decode_indices(payload, k, vectors, crc))
+
+    def encode_within(self, coeffs: np.ndarray, budget_bits: int) -> tuple[bytes, int]:
+        """As :meth:`CoefficientCoder.encode_within`: the most leading components that fit."""
+        q = np.atleast_2d(self.quantise(coeffs))
+        n_v, k = q.shape
+        if budget_bits <= 0 or k == 0:
+            return b"", 0
+        g, sym = self._symbols(q)
+        per_component = _BANK_LEN[g, sym].reshape(k, n_v).sum(axis=1)
+        nbytes = (np.cumsum(per_component) + 7) // 8
+        j = int(np.searchsorted(8 * nbytes, budget_bits, side="right"))
+        return self.encode_indices(q[:, :j])[0], j
+
+
+# The prefix codes of every grid step in one table, so that a payload of many steps is coded
+# with array look-ups: row g holds the code of step g / 256, symbol s = index + radius(g).
+_RMAX = entropy.radius(steps.MIN_GRID / steps.GRID)
+_BANK_LEN = np.zeros((steps.MAX_GRID + 1, 2 * _RMAX + 1), dtype=np.int64)
+_BANK_CODE = np.zeros_like(_BANK_LEN)
+_RADIUS = np.zeros(steps.MAX_GRID + 1, dtype=np.int64)
+_FILLED = np.zeros(steps.MAX_GRID + 1, dtype=bool)
+
+
+def _bank_fill(grid: np.ndarray) -> None:
+    for g in np.unique(grid[~_FILLED[grid]]).tolist():
+        code = entropy.code_for_step(g / steps.GRID)
+        n = len(code.lengths)
+        _BANK_LEN[g, :n] = code.lengths
+        _BANK_CODE[g, :n] = code.codes
+        _RADIUS[g] = (n - 1) // 2
+        _FILLED[g] = True
+
+
+def _check_crc(q: np.ndarray, crc: int) -> None:
+    got = indices_crc(q)
+    if got != crc:
+        raise ValueError(
+            f"CRC-32 of the decoded indices is {got:#010x}, the chunk says {crc:#010x}: "
+            "the payload is corrupt or was not coded as docs/protocol.md specifies"
+        )
 
 
 def component_major(q: np.ndarray) -> np.ndarray:

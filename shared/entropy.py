@@ -178,15 +178,7 @@ class PrefixCode:
     def encode(self, symbols: np.ndarray) -> tuple[bytes, int]:
         """Symbols ``[n]`` -> (payload, bits before the zero padding of the last byte)."""
         sym = np.asarray(symbols, dtype=np.int64)
-        lens = self.lengths[sym]
-        total = int(lens.sum())
-        if total == 0:
-            return b"", 0
-        ends = np.cumsum(lens)
-        owner = np.repeat(np.arange(sym.size), lens)
-        shift = ends[owner] - 1 - np.arange(total)
-        bits = ((self.codes[sym][owner] >> shift) & 1).astype(np.uint8)
-        return np.packbits(bits).tobytes(), total
+        return pack_codewords(self.codes[sym], self.lengths[sym])
 
     def decode(self, payload: bytes, n: int, exact: bool = True) -> np.ndarray:
         """The first ``n`` symbols of ``payload``.
@@ -198,35 +190,28 @@ class PrefixCode:
             ValueError: the payload ends before ``n`` symbols, or (``exact``) has trailing
                 bytes or non-zero padding.
         """
-        nbits = 8 * len(payload)
-        pad = self._max_len
-        total = nbits + pad
-        val = int.from_bytes(payload, "big") << pad  # zeros past the end: no reads out of range
+        return decode_segments(payload, [(self, n)], exact)
+
+    def _run(self, val: int, total: int, nbits: int, pos: int, n: int, out: list[int],
+             first: int, of: int) -> int:
+        """Decode ``n`` symbols of the bit string ``val`` (``total`` bits, the payload's
+        ``nbits`` then zero padding) from bit ``pos`` into ``out``; returns the new position."""
         look, look_mask = self._look, (1 << self._look) - 1
         sym_of, len_of = self._sym_of, self._len_of
-        out = [0] * n
-        pos = 0
-        for i in range(n):
+        for i in range(first, first + n):
             w = (val >> (total - pos - look)) & look_mask
             length = len_of[w]
             if length:
-                out[i] = sym_of[w]
+                out.append(sym_of[w])
             else:
-                out[i], length = self._decode_long(val, total - pos)
+                sym, length = self._decode_long(val, total - pos)
+                out.append(sym)
             pos += length
             if pos > nbits:
                 raise ValueError(
-                    f"payload of {len(payload)} bytes too short: it ends within symbol {i} of {n}"
+                    f"payload of {nbits // 8} bytes too short: it ends within symbol {i} of {of}"
                 )
-        if exact:
-            if (pos + 7) // 8 != len(payload):
-                raise ValueError(
-                    f"payload has {len(payload)} bytes but its {n} symbols take {pos} bits "
-                    f"({(pos + 7) // 8} bytes)"
-                )
-            if (val >> pad) & ((1 << (nbits - pos)) - 1):
-                raise ValueError("padding bits of the payload's last byte are not zero")
-        return np.asarray(out, dtype=np.int64)
+        return pos
 
     def _decode_long(self, val: int, remaining: int) -> tuple[int, int]:
         code = first = index = 0
@@ -241,7 +226,47 @@ class PrefixCode:
         raise AssertionError("a complete prefix code always decodes")  # Huffman codes are complete
 
 
-@lru_cache(maxsize=32)
+def pack_codewords(codes: np.ndarray, lengths: np.ndarray) -> tuple[bytes, int]:
+    """Codewords ``[n]`` of ``lengths[n]`` bits, in order, most significant bit first ->
+    (payload, bits before the zero padding of the last byte)."""
+    lens = np.asarray(lengths, dtype=np.int64)
+    total = int(lens.sum())
+    if total == 0:
+        return b"", 0
+    ends = np.cumsum(lens)
+    owner = np.repeat(np.arange(lens.size), lens)
+    shift = ends[owner] - 1 - np.arange(total)
+    bits = ((np.asarray(codes, dtype=np.int64)[owner] >> shift) & 1).astype(np.uint8)
+    return np.packbits(bits).tobytes(), total
+
+
+def decode_segments(payload: bytes, segments: list[tuple[PrefixCode, int]],
+                    exact: bool = True) -> np.ndarray:
+    """Symbols of a payload written with several codes in turn: ``segments`` lists
+    ``(code, count)`` in stream order (one code for a whole payload, or one per component).
+
+    Raises ValueError as :meth:`PrefixCode.decode`."""
+    nbits = 8 * len(payload)
+    pad = max((code.max_length for code, _ in segments), default=0)
+    total = nbits + pad
+    val = int.from_bytes(payload, "big") << pad  # zeros past the end: no reads out of range
+    n = sum(count for _, count in segments)
+    out: list[int] = []
+    pos = 0
+    for code, count in segments:
+        pos = code._run(val, total, nbits, pos, count, out, len(out), n)
+    if exact:
+        if (pos + 7) // 8 != len(payload):
+            raise ValueError(
+                f"payload has {len(payload)} bytes but its {n} symbols take {pos} bits "
+                f"({(pos + 7) // 8} bytes)"
+            )
+        if (val >> pad) & ((1 << (nbits - pos)) - 1):
+            raise ValueError("padding bits of the payload's last byte are not zero")
+    return np.asarray(out, dtype=np.int64)
+
+
+@lru_cache(maxsize=2048)
 def code_for_step(step: float) -> PrefixCode:
     """The format's prefix code for quantiser step ``step``."""
     lengths = huffman_lengths(frequencies(step))

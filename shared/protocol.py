@@ -87,6 +87,10 @@ Index = Annotated[int, Field(strict=True, ge=0, le=MAX_INDEX)]
 QuantStep = Annotated[float, Field(strict=True, ge=MIN_STEP, le=MAX_STEP, allow_inf_nan=False)]
 
 
+#: The quantiser step profiles (:mod:`shared.steps`).
+StepProfile = Literal["uniform", "water"]
+
+
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -130,6 +134,9 @@ class Chunk(_Message):
         k_allocated: the allocation the edge applied (the k of the allocation for ``seq``).
         alloc_step: the step of the allocation message the edge applied.
         quant_step: quantiser step Delta the payload was coded with (the welcome's, exactly).
+        step_profile: the step profile the payload was coded with (the welcome's):
+            ``uniform`` (every component at ``quant_step``) or ``water`` (a step per
+            component, from ``k_allocated``; ``docs/protocol.md``, "Per-component steps").
         payload: the coded quantisation indices (``docs/protocol.md``, "Payload"); its
             ``8 * len`` is the bits on the channel.
         crc: CRC-32 of the ``[n_v, k]`` indices the payload codes, in stream order, each a
@@ -145,6 +152,7 @@ class Chunk(_Message):
     k_allocated: Index
     alloc_step: int = Field(strict=True, ge=-1, le=MAX_INDEX)
     quant_step: QuantStep
+    step_profile: StepProfile = "uniform"
     payload: bytes
     crc: int = Field(strict=True, ge=0, lt=1 << 32)
     end_samples: Annotated[int, Field(strict=True, ge=0, le=MAX_SAMPLES)] | None = None
@@ -165,6 +173,7 @@ class Welcome(_Message):
         step: the first step the edge should send (None until the session has started).
         period_s: T, seconds per step. mode: ``realtime`` or ``lockstep``.
         n_sources: S. quant_step: the quantiser step both ends use.
+        step_profile: how steps are given to components (``uniform`` or ``water``).
         lookahead_samples: samples past a chunk's end the edge needs to frame it.
     """
 
@@ -177,6 +186,7 @@ class Welcome(_Message):
     mode: Literal["realtime", "lockstep"]
     n_sources: Annotated[int, Field(gt=0)]
     quant_step: QuantStep
+    step_profile: StepProfile = "uniform"
     lookahead_samples: NonNeg
 
 

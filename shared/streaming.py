@@ -24,8 +24,6 @@ import numpy as np
 import torch
 
 from shared.codec import Codec, Plan
-from shared.ndpca import allocate
-from shared.rate import budget_bits, budget_coefficients, split_bits
 from shared.stft import StftPreset, stft_frames
 
 
@@ -326,25 +324,10 @@ class JitterBuffer(Generic[T]):
 
 
 def plan_for_active(codec: Codec, capacity_bps: float, active: Iterable[int]) -> Plan:
-    """Eq. 3 budget and allocation over the ``active`` sources only.
-
-    Inactive sources get no component; the budget (coefficients per step, ``n_v`` vectors
-    per source) is capped at the active sources' latent sizes times ``n_v``, and the
-    allocation shares ``floor(L / n_v)`` components per vector. With every source active
-    this equals :meth:`Codec.plan`.
-    """
-    act = sorted(set(active))
-    sizes = codec.latent_sizes
-    n_v = codec.cfg.vectors_per_step
-    total = budget_coefficients(capacity_bps, codec.rate, n_v * sum(sizes[s] for s in act))
-    bits = budget_bits(capacity_bps, codec.rate)
-    alloc = [0] * codec.n_sources
-    if act:
-        picked = allocate([codec.bases[s] for s in act], total // n_v, codec.allocation_rule,
-                          [codec.source_weights[s] for s in act])
-        for s, k in zip(act, picked):
-            alloc[s] = int(k)
-    return Plan(float(capacity_bps), total, bits, alloc, split_bits(bits, alloc))
+    """The step's budget and allocation over the ``active`` sources only (:meth:`Codec.plan`):
+    inactive sources get no component and the budget is capped at the active sources' widths.
+    With every source active this equals ``codec.plan(capacity_bps)``."""
+    return codec.plan(capacity_bps, active=list(active))
 
 
 # --------------------------------------------------------------------------- small helpers

@@ -24,7 +24,8 @@ def tiny_model_config(arch: str = "ndpca-e4d1", stft: str = "stream", **kw):
     return ModelConfig(**base)
 
 
-def tiny_codec(arch: str = "ndpca-e4d1", seed: int = 0, n_fit: int = 64, **cfg_kw):
+def tiny_codec(arch: str = "ndpca-e4d1", seed: int = 0, n_fit: int = 64, step_profile: str = "water",
+               **cfg_kw):
     """A random tiny codec: linear transforms and bases fitted on random audio, residual
     networks at random (non-zero) weights so that the nonlinear path is exercised."""
     from shared.codec import Codec
@@ -42,7 +43,7 @@ def tiny_codec(arch: str = "ndpca-e4d1", seed: int = 0, n_fit: int = 64, **cfg_k
             if p.dim() == 2 and not p.abs().sum():
                 p.normal_(0, 0.05)  # the residual networks start at zero; make them act
     bases = fit_bases(model, bank.all_chunks(stride=2)[:n_fit])
-    return Codec(model, bases)
+    return Codec(model, bases, step_profile=step_profile)
 
 
 @pytest.fixture

@@ -154,3 +154,44 @@ class DocsCoder:
             j, bits = j + 1, bits + more
         payload, _ = self.pack(q[: j * n_v])
         return j, payload, self.crc(q[: j * n_v])
+
+
+class DocsWaterCoder:
+    """"Per-component steps": the payload coder of the ``water`` profile for an allocation of
+    ``K`` components of a source whose coefficient deviations are ``sigma`` (float32 values)."""
+
+    _codes: dict[int, DocsCoder] = {}
+
+    def __init__(self, sigma: list[float], delta0: float, K: int, T: list[int]) -> None:
+        d = len(sigma)
+        tail = d // 8
+        if K <= d - tail:
+            b = 1.2
+        else:
+            t = (K - (d - tail)) / tail
+            b = math.exp((1 - t) * math.log(1.2) + t * math.log(delta0))
+        G = min(1024, max(8, round(256 * b)))
+        self.grid = [min(G, max(8, round(G * (sigma[K - 1] / sigma[c])))) for c in range(K)]
+        for g in self.grid:
+            if g not in self._codes:
+                self._codes[g] = DocsCoder(g / 256, T)
+        self.coders = [self._codes[g] for g in self.grid]
+
+    def encode_within(self, rows: list[list[float]], budget_bits: int) -> tuple[int, bytes, int]:
+        """The largest j whose payload fits -> (j, payload, crc), component c with its own code."""
+        n_v, k = len(rows), len(rows[0]) if rows else 0
+        q = [[self.coders[c].quantise(x) for c, x in enumerate(row)] for row in rows]
+        j, bits, acc = 0, 0, 0
+        while j < k:
+            coder = self.coders[j]
+            more = [(coder.lengths[q[v][j] + coder.R], coder.codewords[q[v][j] + coder.R])
+                    for v in range(n_v)]
+            extra = sum(n for n, _ in more)
+            if 8 * ((bits + extra + 7) // 8) > budget_bits:
+                break
+            for n, code in more:
+                acc = (acc << n) | code
+            j, bits = j + 1, bits + extra
+        nbytes = (bits + 7) // 8
+        payload = (acc << (8 * nbytes - bits)).to_bytes(nbytes, "big")
+        return j, payload, DocsCoder.crc(DocsCoder.stream([row[:j] for row in q]))

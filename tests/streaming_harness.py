@@ -185,9 +185,11 @@ def offline_decode(codec, audio: torch.Tensor, steps: list[dict[str, Any]], stag
             if str(s) not in st["k_applied"]:
                 per.append(torch.zeros(1, codec.cfg.vectors_per_step, 0))
                 continue
-            enc = codec.encode_payload(full[s][i], st["allocation"][str(s)], st["bits_allocated"][str(s)])
+            enc = codec.encode_payload(full[s][i], st["allocation"][str(s)], st["bits_allocated"][str(s)],
+                                       source=s)
             assert enc.k == k
-            per.append(torch.from_numpy(codec.decode_payload(enc.payload, enc.k))[None])
+            per.append(torch.from_numpy(codec.decode_payload(enc.payload, enc.k, source=s,
+                                                             k_allocated=enc.k_allocated))[None])
         row = codec.decode_coefficients(per)
         if getattr(stage, "stateful", False):  # one state for this stream, the sources that sent
             active = torch.zeros(1, codec.cfg.num_mics, dtype=torch.bool)

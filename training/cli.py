@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="PESQ/STOI for every microphone (default) or the reference microphone only")
     e.add_argument("--no-real", action="store_true", help="skip the real-speech evaluation")
     e.add_argument("--workers", type=int, default=2)
+    e.add_argument("--step-profile", choices=["water", "uniform"], default="water",
+                   help="quantiser steps of the learnt and linear codecs (default water: a step per "
+                        "component; uniform: the paper's sqrt(12 D) for every coefficient)")
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     e.add_argument("--task-aware", action="store_true",
                    help="the task- and perception-aware experiment (Fig. 3c, Fig. 4): task-aware codecs "
@@ -142,6 +145,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.out, args.checkpoints or DEFAULT_CKPT_DIR, args.data_dir, args.limit, bws, methods,
         opus_kbps=opus, perceptual="none" if args.no_perceptual else args.perceptual_mics,
         workers=args.workers, real=not args.no_real, device=resolve_device(args.device),
+        step_profile=args.step_profile,
     )
     print(f"results: {args.out / 'results.csv'}, summary: {args.out / 'summary.md'}, plots: "
           f"{args.out / 'quality_vs_rate.png'}, {args.out / 'fig3b_psnr.png'} ({res['seconds']:.0f} s)")

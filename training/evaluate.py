@@ -412,6 +412,7 @@ def run_evaluation(
     real: bool = True,
     device: str = "cpu",
     progress: bool = True,
+    step_profile: str = "water",
 ) -> dict[str, Any]:
     """The whole experiment (synthetic test rooms, then real speech when available); returns
     the aggregated rows per data set and the seconds taken. ``opus_kbps=()`` skips Opus;
@@ -421,14 +422,15 @@ def run_evaluation(
     t0 = time.time()
     refs = list(dict.fromkeys(METHODS[m][0] for m in methods))  # in method order
     paths = {r: find_codec(ckpt_dir, r) for r in refs}
-    codecs = {r: Codec.load(paths[r], device=device, expect_arch=codec_arch(r)) for r in refs}
+    codecs = {r: Codec.load(paths[r], device=device, expect_arch=codec_arch(r), step_profile=step_profile)
+              for r in refs}
     any_codec = next(iter(codecs.values()))
     data_dir = data_dir or default_data_dir()
     if not (data_dir / "manifest.json").is_file():
         from training.data.build import DataConfig, build_dataset
 
         build_dataset(DataConfig(num_mics=any_codec.cfg.num_mics), data_dir)
-    meta = {"command": command_line(), "rate": any_codec.rate.__dict__,
+    meta = {"command": command_line(), "rate": {**any_codec.rate.__dict__, "step_profile": step_profile},
             "full_latent": sum(any_codec.latent_sizes), "vectors_per_step": any_codec.cfg.vectors_per_step,
             "vector_ms": 1000 * any_codec.chunk_seconds / any_codec.cfg.vectors_per_step,
             "perceptual": perceptual,

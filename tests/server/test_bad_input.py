@@ -161,11 +161,32 @@ def test_more_components_than_allocated(setup):
     with connect(rx.url) as ws:
         alloc = _join_and_get_allocation(ws, codec, 1)
         k = alloc.k + 1
-        zeros = torch.zeros(codec.cfg.vectors_per_step, k).numpy()
+        zeros = torch.zeros(codec.cfg.vectors_per_step, alloc.k).numpy()
+        enc = codec.encode_payload(zeros, alloc.k, None, source=1)  # refused before decoding
         ws.send(P.encode(P.Chunk(seq=alloc.step, capture_time=time.time(), k=k, k_allocated=alloc.k,
                                  alloc_step=alloc.step, quant_step=codec.coder.step,
-                                 payload=codec.coder.encode(zeros), crc=codec.coder.checksum(zeros))))
+                                 step_profile=codec.step_profile, payload=enc.payload, crc=enc.crc)))
         expect_error(ws, "over_allocation", 1008)
+    room_b_unaffected(rx)
+
+
+def test_wrong_step_profile_and_k_above_its_allocation(setup):
+    """A chunk coded with another step profile than the welcome's: config_mismatch, 1008; a
+    chunk with more components than its own k_allocated: out_of_range, 1007."""
+    rx, codec, _ = setup
+    assert codec.step_profile == "water"
+    for kw, code, close in [(dict(step_profile="uniform"), "config_mismatch", 1008),
+                            (dict(k_allocated=0), "out_of_range", 1007)]:
+        with connect(rx.url) as ws:
+            alloc = _join_and_get_allocation(ws, codec, 1)
+            zeros = torch.zeros(codec.cfg.vectors_per_step, alloc.k).numpy()
+            enc = codec.encode_payload(zeros, alloc.k, None, source=1)
+            fields = dict(seq=alloc.step, capture_time=time.time(), k=alloc.k, k_allocated=alloc.k,
+                          alloc_step=alloc.step, quant_step=codec.coder.step,
+                          step_profile=codec.step_profile, payload=enc.payload, crc=enc.crc)
+            ws.send(P.encode(P.Chunk(**{**fields, **kw})))
+            err = expect_error(ws, code, close)
+            assert ("step profile" in err.message) if code == "config_mismatch" else "k_allocated" in err.message
     room_b_unaffected(rx)
 
 
@@ -193,18 +214,21 @@ def test_payload_failing_its_crc(setup, wrong):
         alloc = _join_and_get_allocation(ws, codec, 2)
         k = 2 if alloc.budget_bits >= 64 else 1
         coeffs = np.arange(n_v * k, dtype=np.float64).reshape(n_v, k) * 0.4 - 0.5
-        enc = codec.encode_payload(coeffs, k, alloc.budget_bits)
-        assert enc.k == k and len(set(codec.coder.quantise(coeffs).ravel().tolist())) > 1
+        enc = codec.encode_payload(coeffs, k, alloc.budget_bits, source=2)
+        assert enc.k == k
         payload, crc = enc.payload, enc.crc
         if wrong == "crc":
             crc ^= 0x80000000
-        else:  # the same symbols in reverse order: the same bits, other indices
-            stream = codec.coder.quantise(coeffs).T.reshape(-1)[::-1]
-            payload = codec.coder.encode_indices(stream)[0]
-            assert len(payload) == len(enc.payload) and payload != enc.payload
-        ws.send(P.encode(P.Chunk(seq=alloc.step, capture_time=time.time(), k=k, k_allocated=alloc.k,
+        else:  # a valid payload of other indices (one coefficient a few steps away) under the same crc
+            coder = codec.coder_for(2, k)
+            other = coeffs.copy()
+            step0 = coder.steps[0] if hasattr(coder, "steps") else coder.step
+            other[0, 0] += 3 * float(step0)
+            payload = codec.encode_payload(other, k, None, source=2).payload
+            assert payload != enc.payload
+        ws.send(P.encode(P.Chunk(seq=alloc.step, capture_time=time.time(), k=k, k_allocated=k,
                                  alloc_step=alloc.step, quant_step=codec.coder.step,
-                                 payload=payload, crc=crc)))
+                                 step_profile=codec.step_profile, payload=payload, crc=crc)))
         err = expect_error(ws, "bad_payload", 1007)
     assert "CRC-32" in err.message and "docs/protocol.md" in err.message
     room_b_unaffected(rx)
@@ -238,10 +262,11 @@ def test_late_chunk_is_counted_not_fatal(setup):
         alloc = _join_and_get_allocation(ws, codec, 0)
         time.sleep(codec.rate.chunk_seconds + 0.3)  # past the deadline (T + look-ahead + grace)
         zeros = torch.zeros(codec.cfg.vectors_per_step, alloc.k).numpy()
+        enc = codec.encode_payload(zeros, alloc.k, None, source=0)
         ws.send(P.encode(P.Chunk(seq=alloc.step, capture_time=time.time(), k=alloc.k,
                                  k_allocated=alloc.k, alloc_step=alloc.step,
-                                 quant_step=codec.coder.step, payload=codec.coder.encode(zeros),
-                                 crc=codec.coder.checksum(zeros))))
+                                 quant_step=codec.coder.step, step_profile=codec.step_profile,
+                                 payload=enc.payload, crc=enc.crc)))
         msg = P.decode(ws.recv(timeout=5))  # the stream goes on: the next allocation, no error
         assert isinstance(msg, P.Allocation)
         stats = rx.stats("A")

@@ -17,19 +17,34 @@ def _sv(seed, sizes=(6, 6, 6, 6)):
     return [np.sort(rng.random(n) * (seed + 1))[::-1] for n in sizes]
 
 
-def _rooms(n=3, active=None):
-    return {f"r{i}": (_sv(i), frozenset(active[i] if active else range(4))) for i in range(n)}
+def _costs(sizes=(6, 6, 6, 6)):
+    """Water-profile-like costs: one vector with k components costs more per component as k grows."""
+    return [np.concatenate([[0.0], np.cumsum(1.5 + 0.3 * np.arange(n))]) for n in sizes]
 
 
+def _rooms(n=3, active=None, priced=False):
+    return {f"r{i}": (_sv(i), frozenset(active[i] if active else range(4)), _costs() if priced else None)
+            for i in range(n)}
+
+
+@pytest.mark.parametrize("priced", [False, True])
 @pytest.mark.parametrize("cap", [0.0, 150.0, 900.0, 2500.0, 12000.0, 1e6])
 @pytest.mark.parametrize("split", [split_equal, split_pooled])
-def test_bits_and_components_fit_capacity(split, cap):
-    """Bits given out at a step never exceed floor(C T); each room's bits fit its own allocation."""
-    plans = split(cap, RATE, N_V, _rooms(3, [[0, 1, 2, 3], [0, 2], [1]]))
+def test_bits_and_components_fit_capacity(split, cap, priced):
+    """Bits given out at a step never exceed floor(C T); each room's bits fit its own allocation;
+    priced (water profile): each source's bits cover its expected payload."""
+    from shared.steps import payload_bits
+
+    plans = split(cap, RATE, N_V, _rooms(3, [[0, 1, 2, 3], [0, 2], [1]], priced))
     assert sum(p.budget_bits for p in plans.values()) <= math.floor(cap * RATE.chunk_seconds)
     for p in plans.values():
         assert sum(p.bits_per_source) <= p.budget_bits
         assert N_V * sum(p.allocation) <= p.budget_coefficients or p.budget_coefficients == 0
+        if priced:
+            for s, (k, b) in enumerate(zip(p.allocation, p.bits_per_source)):
+                assert b >= payload_bits(_costs()[s][k], N_V) - 1
+    if priced and cap >= 12000.0:
+        assert sum(sum(p.allocation) for p in plans.values()) > 0
 
 
 def test_equal_share_is_floor_of_capacity_over_rooms():

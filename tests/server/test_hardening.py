@@ -92,9 +92,10 @@ def join(ws, codec, session="A", token=TOKEN_A):
 
 def chunk(codec, alloc, **kw):
     zeros = np.zeros((codec.cfg.vectors_per_step, alloc.k), dtype=np.float32)
+    enc = codec.encode_payload(zeros, alloc.k, None, source=0)
     base = dict(seq=alloc.step, capture_time=time.time(), k=alloc.k, k_allocated=alloc.k,
-                alloc_step=alloc.step, quant_step=codec.coder.step, payload=codec.coder.encode(zeros),
-                crc=codec.coder.checksum(zeros))
+                alloc_step=alloc.step, quant_step=codec.coder.step, step_profile=codec.step_profile,
+                payload=enc.payload, crc=enc.crc)
     base.update(kw)
     return msgpack.packb(dict(v=P.PROTOCOL_VERSION, type="chunk", **base), use_bin_type=True)
 

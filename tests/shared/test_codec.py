@@ -60,9 +60,11 @@ def test_old_layout_checkpoint_is_refused_with_the_command(tmp_path):
     assert str(old) in str(err.value)
 
 
-def test_edge_and_receiver_halves_match_offline(codec_e4d1):
+@pytest.mark.parametrize("profile", ["water", "uniform"])
+def test_edge_and_receiver_halves_match_offline(codec_e4d1, profile):
     """Edge payloads decoded by the receiver equal decoding the quantised coefficients."""
     c = codec_e4d1
+    c.set_step_profile(profile)
     n_v = c.cfg.vectors_per_step
     audio = torch.randn(4, 4000) * 0.1
     chunks = c.chunk(c.spectra(audio))
@@ -73,28 +75,32 @@ def test_edge_and_receiver_halves_match_offline(codec_e4d1):
     for s, g in enumerate(c.mic_groups):
         full = c.source_coefficients(s, chunks[:1, g])[0]
         assert full.shape == (n_v, c.latent_sizes[s])
-        enc = c.encode_payload(full, plan.allocation[s], None)
+        enc = c.encode_payload(full, plan.allocation[s], None, source=s)
         assert enc.k == plan.allocation[s]
-        payloads.append((enc.payload, enc.k))
-        q = c.coder.dequantise(c.coder.quantise(full[:, : enc.k].numpy()))
-        np.testing.assert_array_equal(c.decode_payload(enc.payload, enc.k), q)
+        payloads.append((enc.payload, enc.k, enc.k_allocated))
+        coder = c.coder_for(s, enc.k_allocated)
+        q = coder.dequantise(coder.quantise(full[:, : enc.k].numpy()))
+        np.testing.assert_array_equal(c.decode_payload(enc.payload, enc.k, enc.crc, source=s), q)
         coeffs.append(torch.from_numpy(q)[None])
     torch.testing.assert_close(c.decode_payloads(payloads), c.decode_coefficients(coeffs)[0])
 
 
-def test_encode_payload_within_budget_drops_components_of_every_vector(codec_e4d1):
-    """A short bit budget sends fewer components, the same number for every vector."""
+@pytest.mark.parametrize("profile", ["water", "uniform"])
+def test_encode_payload_within_budget_drops_components_of_every_vector(codec_e4d1, profile):
+    """A short bit budget sends fewer components, the same number for every vector, coded
+    with the steps of the allocation (not re-stepped for the smaller count)."""
     c = codec_e4d1
+    c.set_step_profile(profile)
     n_v = c.cfg.vectors_per_step
     full = c.source_coefficients(0, c.chunk(c.spectra(torch.randn(4, 4000) * 0.1))[:1, :1])[0]
     k = full.shape[1]
     whole = c.encode_payload(full, k, None)
     enc = c.encode_payload(full, k, whole.bits // 2)
     assert 0 < enc.k < k and enc.k_allocated == k and enc.bits <= whole.bits // 2
-    np.testing.assert_array_equal(
-        c.decode_payload(enc.payload, enc.k), c.coder.dequantise(c.coder.quantise(full[:, : enc.k].numpy()))
-    )
-    assert c.decode_payload(enc.payload, enc.k).shape == (n_v, enc.k)
+    coder = c.coder_for(0, k)
+    got = c.decode_payload(enc.payload, enc.k, enc.crc, k_allocated=k)
+    np.testing.assert_array_equal(got, coder.dequantise(coder.quantise(full[:, : enc.k].numpy())))
+    assert got.shape == (n_v, enc.k)
 
 
 def test_missing_source_uses_mean(codec_e4d1):
@@ -121,8 +127,10 @@ def test_full_budget_without_quantisation_is_lossless_in_latent():
 
 
 def test_budget_counts_components_times_vectors_per_step(codec_e4d1):
-    """Eq. 3's L counts coefficients per step: sum_s k_s n_v <= L, floor(L / n_v) shared."""
+    """Eq. 3's L counts coefficients per step: sum_s k_s n_v <= L, floor(L / n_v) shared
+    (the uniform profile: every coefficient at Eq. 3's flat cost)."""
     c = codec_e4d1
+    c.set_step_profile("uniform")
     n_v = c.cfg.vectors_per_step
     assert n_v > 1
     r = c.rate
@@ -157,13 +165,13 @@ def test_source_weights_travel_in_the_checkpoint_and_steer_the_allocation(tmp_pa
     from shared.models.architectures import ModelConfig
     from shared.streaming import plan_for_active
 
-    codec = tiny_codec("ndpca-e4d1", source_weights=(1.0, 0.01, 0.01, 0.01))
+    codec = tiny_codec("ndpca-e4d1", source_weights=(1.0, 0.01, 0.01, 0.01), step_profile="uniform")
     plan = codec.plan_for_components(6)
     assert plan.allocation == [6, 0, 0, 0]
     assert sum(codec.plan_for_components(6, "ndpca-equal").allocation[1:]) > 0
     path = tmp_path / "w.ckpt"
     codec.save(path)
-    loaded = Codec.load(path)
+    loaded = Codec.load(path, step_profile="uniform")
     assert loaded.source_weights == [1.0, 0.01, 0.01, 0.01]
     assert loaded.plan_for_components(6).allocation == [6, 0, 0, 0]
     capacity = 6 * codec.cfg.vectors_per_step * codec.rate.bits_per_coefficient / codec.chunk_seconds

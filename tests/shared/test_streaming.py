@@ -105,8 +105,9 @@ def test_session_clock():
 
 
 def test_plan_for_active_redistributes():
-    """All sources active equals Codec.plan; a missing source's budget goes to the others."""
-    c = tiny_codec()
+    """All sources active equals Codec.plan; a missing source's budget goes to the others
+    (Eq. 3's budget of the uniform profile; the water profile's is tested in test_steps)."""
+    c = tiny_codec(step_profile="uniform")
     n_v = c.cfg.vectors_per_step
     for cap in (50.0, 200.0, 800.0, 1e5):
         full = c.plan(cap)

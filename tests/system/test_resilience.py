@@ -25,8 +25,9 @@ TOKEN = "resilience-token"
 
 def test_killed_source_budget_goes_to_others_and_it_rejoins(tmp_path):
     """Kill -9 one edge process: its budget goes to the others from the next step; restarted, it
-    gets components again; the output continues without a gap."""
-    codec = tiny_codec()
+    gets components again; the output continues without a gap. (Eq. 3's budget: the uniform
+    step profile, which the receiver's welcome tells the edge process to use.)"""
+    codec = tiny_codec(step_profile="uniform")
     ckpt = tmp_path / "codec.ckpt"
     codec.save(ckpt)
     torch.manual_seed(2)

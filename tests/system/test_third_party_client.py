@@ -13,11 +13,12 @@ import time
 
 import msgpack
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 import websockets
 from conftest import tiny_codec
-from docs_coder import DocsCoder, table_from_docs
+from docs_coder import DocsCoder, DocsWaterCoder, table_from_docs
 from streaming_harness import (  # noqa: F401
     Edges,
     Receiver,
@@ -37,8 +38,9 @@ def pack(msg: dict) -> bytes:
 
 
 async def docs_client(url: str, model_hash: str, sample_rate: int, coeffs: np.ndarray,
-                      n_samples: int) -> dict[int, dict]:
-    """Stream ``coeffs`` ``[n_steps, n_v, d]`` as source 3; returns what it sent per step."""
+                      n_samples: int, sigma: list[float]) -> dict[int, dict]:
+    """Stream ``coeffs`` ``[n_steps, n_v, d]`` as source 3; returns what it sent per step.
+    ``sigma``: the source's coefficient deviations (checkpoint ``ndpca.3.std``)."""
     table = table_from_docs()
     sent: dict[int, dict] = {}
     async with websockets.connect(url, max_size=1 << 20) as ws:
@@ -48,6 +50,7 @@ async def docs_client(url: str, model_hash: str, sample_rate: int, coeffs: np.nd
         welcome = msgpack.unpackb(await ws.recv())
         assert welcome["type"] == "welcome", welcome
         step = welcome["quant_step"]
+        profile = welcome.get("step_profile", "uniform")
         coder = DocsCoder(step, table)
         async for frame in ws:
             msg = msgpack.unpackb(frame)
@@ -58,11 +61,15 @@ async def docs_client(url: str, model_hash: str, sample_rate: int, coeffs: np.nd
             if t >= len(coeffs):
                 continue
             rows = coeffs[t][:, : msg["k"]].tolist()
-            k, payload, crc = coder.encode_within(rows, msg["budget_bits"])
+            if profile == "water" and msg["k"]:
+                k, payload, crc = DocsWaterCoder(sigma, step, msg["k"], table).encode_within(
+                    rows, msg["budget_bits"])
+            else:
+                k, payload, crc = coder.encode_within(rows, msg["budget_bits"])
             last = t == len(coeffs) - 1
             await ws.send(pack({"type": "chunk", "seq": t, "capture_time": time.time(), "k": k,
                                 "k_allocated": msg["k"], "alloc_step": t, "quant_step": step,
-                                "payload": payload, "crc": crc,
+                                "step_profile": profile, "payload": payload, "crc": crc,
                                 "end_samples": n_samples if last else None}))
             sent[t] = {"k": k, "payload": payload, "crc": crc, "k_allocated": msg["k"],
                        "budget_bits": msg["budget_bits"]}
@@ -72,10 +79,11 @@ async def docs_client(url: str, model_hash: str, sample_rate: int, coeffs: np.nd
     return sent
 
 
-def test_docs_client_beside_three_edges_matches_offline(tmp_path):
+@pytest.mark.parametrize("profile", ["water", "uniform"])
+def test_docs_client_beside_three_edges_matches_offline(tmp_path, profile):
     """The docs-only client's chunks are all accepted, its bytes equal the project coder's,
     and the receiver's output equals the offline decoding of the allocations it applied."""
-    codec = tiny_codec()
+    codec = tiny_codec(step_profile=profile)
     codec.save(tmp_path / "codec.ckpt")
     trace = write_capacity_trace(tmp_path / "trace.csv",
                                  [(0.0, 400.0), (0.2, 2500.0), (0.45, 150.0), (0.6, 5000.0)])
@@ -91,7 +99,8 @@ def test_docs_client_beside_three_edges_matches_offline(tmp_path):
     with Receiver(settings, codec) as rx:
         result: dict = {}
         client = threading.Thread(target=lambda: result.update(sent=asyncio.run(
-            docs_client(rx.url, codec.sha256, codec.sample_rate, coeffs, n))), daemon=True)
+            docs_client(rx.url, codec.sha256, codec.sample_rate, coeffs, n,
+                        codec.bases[SOURCE].std.tolist()))), daemon=True)
         client.start()
         edges = Edges(rx.url, "room", TOKEN, codec, audio, [0, 1, 2]).start()
         results = edges.join(60)
@@ -111,7 +120,8 @@ def test_docs_client_beside_three_edges_matches_offline(tmp_path):
         assert st["k_applied"][src] == st["allocation"][src] == mine["k_allocated"]
         assert st["k_received"][src] == mine["k"]
         # byte for byte what the project's coder writes for the same coefficients and budget
-        ref = codec.encode_payload(coeffs[st["step"]], mine["k_allocated"], mine["budget_bits"])
+        ref = codec.encode_payload(coeffs[st["step"]], mine["k_allocated"], mine["budget_bits"],
+                                   source=SOURCE)
         assert (ref.payload, ref.k, ref.crc) == (mine["payload"], mine["k"], mine["crc"])
     assert sum(m["k"] for m in sent.values()) > 0
     assert len({m["k"] for m in sent.values()}) >= 2  # the capacity changed what fit
