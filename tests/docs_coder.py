@@ -164,7 +164,7 @@ class DocsWaterCoder:
 
     def __init__(self, sigma: list[float], delta0: float, K: int, T: list[int]) -> None:
         d = len(sigma)
-        tail = d // 8
+        tail = d // 16
         if K <= d - tail:
             b = 1.2
         else:

@@ -17,7 +17,7 @@ def _std(d=64, decay=0.05):
 
 def test_water_grid_follows_the_last_component_kept():
     """The last kept component gets b(k) = 1.2; larger components proportionally finer steps,
-    clipped to [1/32, b(k)]; over the last eighth b(k) falls to sqrt(12 D)."""
+    clipped to [1/32, b(k)]; over the last sixteenth b(k) falls to sqrt(12 D)."""
     std = _std()
     d0 = math.sqrt(12 * 0.01)
     g = steps.water_grid(std, 20, d0)
@@ -25,8 +25,9 @@ def test_water_grid_follows_the_last_component_kept():
     ratio = std[19] / std[:20].astype(np.float64)
     np.testing.assert_array_equal(g, np.clip(np.rint(307 * ratio), 8, 307).astype(int))
     assert np.all(np.diff(g) >= 0)  # larger components, finer steps
-    assert steps.level_grid(56, 64, d0) == 307 and steps.level_grid(64, 64, d0) == round(d0 * 256)
-    levels = [steps.level_grid(k, 64, d0) for k in range(56, 65)]
+    assert steps.level_grid(60, 64, d0) == 307 and steps.level_grid(64, 64, d0) == round(d0 * 256)
+    assert steps.level_grid(61, 64, d0) < 307
+    levels = [steps.level_grid(k, 64, d0) for k in range(60, 65)]
     assert all(a >= b for a, b in zip(levels, levels[1:]))
     assert steps.water_grid(std, 0, d0).size == 0
 
