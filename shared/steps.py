@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import cache, lru_cache
+from functools import lru_cache
 
 import numpy as np
 
@@ -87,13 +87,17 @@ def water_grid(std: np.ndarray, k: int, uniform_step: float) -> np.ndarray:
 # --------------------------------------------------------------------------- code lengths
 
 
-@cache
-def expected_bits(g: int) -> float:
-    """Expected code length (bits) of one unit-Gaussian coefficient at step ``g / 256`` under
-    the format's prefix code for that step."""
-    step = g / GRID
+@lru_cache(maxsize=64)
+def expected_length(step: float) -> float:
+    """Expected code length (bits) of one unit-Gaussian coefficient at step ``step`` under the
+    format's prefix code for that step."""
     f = entropy.frequencies(step).astype(np.float64)
     return float((f / f.sum()) @ entropy.code_for_step(step).lengths)
+
+
+def expected_bits(g: int) -> float:
+    """:func:`expected_length` of the grid step ``g / 256``."""
+    return expected_length(g / GRID)
 
 
 _EXPECTED = np.zeros(MAX_GRID + 1)
@@ -137,7 +141,7 @@ class SourceSteps:
         and sent (unit-Gaussian coefficients)."""
         if self._costs is None:
             if self.profile == "uniform":
-                per = expected_bits_uniform(self.uniform_step)
+                per = expected_length(self.uniform_step)
                 self._costs = per * np.arange(self.width + 1, dtype=np.float64)
             else:
                 out = np.zeros(self.width + 1)
@@ -145,12 +149,6 @@ class SourceSteps:
                     out[k] = expected_bits_table(self.grid(k)).sum()
                 self._costs = out
         return self._costs
-
-
-@lru_cache(maxsize=8)
-def expected_bits_uniform(step: float) -> float:
-    f = entropy.frequencies(step).astype(np.float64)
-    return float((f / f.sum()) @ entropy.code_for_step(step).lengths)
 
 
 # --------------------------------------------------------------------------- fitting
