@@ -62,10 +62,6 @@ def _fit(values: list[np.ndarray], costs: list[np.ndarray], bits: int, n_v: int)
     return table[row].tolist()
 
 
-def _cost_bits(costs: Sequence[np.ndarray], alloc: Sequence[int], n_v: int) -> list[float]:
-    return [float(steps.payload_bits(c[k], n_v)) for c, k in zip(costs, alloc)]
-
-
 def empty_plan(n_sources: int) -> Plan:
     return Plan(0.0, 0, 0, [0] * n_sources, [0] * n_sources)
 
@@ -93,7 +89,7 @@ def split_equal(capacity_bps: float, rate: RateConfig, n_v: int,
         for s, k in zip(act_sorted, picked):
             alloc[s] = int(k)
         per_source = (split_bits(share_bits, alloc) if costs is None
-                      else steps.split_by_cost(share_bits, _cost_bits(costs, alloc, n_v)))
+                      else steps.split_by_cost(share_bits, steps.allocation_bits(costs, alloc, n_v)))
         out[r] = Plan(share_cap, total, share_bits, alloc, per_source)
     return out
 
@@ -119,7 +115,7 @@ def split_pooled(capacity_bps: float, rate: RateConfig, n_v: int,
         per_room[r] += int(k)
     names = list(rooms)
     if priced:
-        weights = [sum(_cost_bits(rooms[r][2], out[r].allocation, n_v)) if rooms[r][1] else 0.0
+        weights = [sum(steps.allocation_bits(rooms[r][2], out[r].allocation, n_v)) if rooms[r][1] else 0.0
                    for r in names]
         room_bits = steps.split_by_cost(bits, weights)
     else:
@@ -129,7 +125,7 @@ def split_pooled(capacity_bps: float, rate: RateConfig, n_v: int,
         p.budget_bits = b
         p.budget_coefficients = n_v * per_room[r]
         p.capacity_bps = capacity_bps * b / bits if bits else 0.0
-        p.bits_per_source = (steps.split_by_cost(b, _cost_bits(rooms[r][2], p.allocation, n_v))
+        p.bits_per_source = (steps.split_by_cost(b, steps.allocation_bits(rooms[r][2], p.allocation, n_v))
                              if priced else split_bits(b, p.allocation))
     return out
 

@@ -32,7 +32,7 @@ from shared.checkpoint import load_checkpoint, save_checkpoint
 from shared.coding import CoefficientCoder, ComponentCoder
 from shared.errors import CheckpointError
 from shared.models.architectures import CODEC_LAYOUT, DistributedAutoencoder, ModelConfig
-from shared.ndpca import SourceBasis, allocate, weighted_singular_values
+from shared.ndpca import ALLOCATION_RULES, SourceBasis, allocate, weighted_singular_values
 from shared.rate import RateConfig, budget_bits, budget_coefficients, split_bits
 from shared.stft import from_channels, get_preset, istft, stft, to_channels
 
@@ -125,6 +125,9 @@ class Codec:
         """``[d_s + 1]`` expected bits of one vector of ``source`` with ``k`` components
         allocated, under this codec's step profile."""
         return self._steps[source].costs()
+
+    def _all_costs(self) -> list[np.ndarray]:
+        return [self.component_costs(s) for s in range(self.n_sources)]
 
     # ------------------------------------------------------------------ properties
     @property
@@ -328,9 +331,8 @@ class Codec:
         row = table[steps.fit_allocation(row_bits, bits)]
         for s, k in zip(act, row.tolist()):
             alloc[s] = int(k)
-        costs = [float(steps.payload_bits(self.component_costs(s)[alloc[s]], n_v))
-                 for s in range(self.n_sources)]
-        return Plan(float(capacity_bps), n_v * sum(alloc), bits, alloc, steps.split_by_cost(bits, costs))
+        return Plan(float(capacity_bps), n_v * sum(alloc), bits, alloc,
+                    steps.split_by_cost(bits, steps.allocation_bits(self._all_costs(), alloc, n_v)))
 
     def _allocation_table(self, rule: str, act: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         """The allocation of every total over the ``act`` sources by ``rule``, and the
@@ -345,7 +347,7 @@ class Codec:
             elif rule == "uniform":
                 values = [np.zeros(self.latent_sizes[s]) for s in act]
             else:
-                allocate(self.bases, 0, rule)  # raises with the rules known
+                raise ValueError(f"unknown allocation rule {rule!r}; choose one of {', '.join(ALLOCATION_RULES)}")
             table = steps.allocation_table(values, "uniform" if rule == "uniform" else "ndpca")
             row_bits = steps.table_bits(table, [self.component_costs(s) for s in act],
                                         self.cfg.vectors_per_step)
@@ -366,10 +368,8 @@ class Codec:
         row = min(max(per_vector, 0), len(row_bits) - 1)
         alloc = [int(k) for k in table[row]]
         bits = int(row_bits[row])
-        costs = [float(steps.payload_bits(self.component_costs(s)[alloc[s]], n_v))
-                 for s in range(self.n_sources)]
         return Plan(bits / self.rate.chunk_seconds, n_v * sum(alloc), bits, alloc,
-                    steps.split_by_cost(bits, costs))
+                    steps.split_by_cost(bits, steps.allocation_bits(self._all_costs(), alloc, n_v)))
 
     def decode_payload(self, payload: bytes, k: int, crc: int | None = None, source: int = 0,
                        k_allocated: int | None = None) -> np.ndarray:
@@ -463,12 +463,12 @@ class Codec:
                 sent += full[..., :k].numel()
                 continue
             rows = torch.zeros(n_steps, full.shape[1], k, device=self.device)
+            coder = self.coder_for(s, k)
             for i, step in enumerate(full[..., :k].cpu().numpy()):
                 enc = self.encode_payload(step, k, plan.bits_per_source[s], source=s)
                 bits += enc.bits
                 sent += enc.k * step.shape[0]
                 kept[i, s] = enc.k
-                coder = self.coder_for(s, k)
                 q = coder.dequantise(coder.quantise(step[:, : enc.k]))
                 rows[i, :, : enc.k] = torch.from_numpy(q)
             coeffs.append(rows)

@@ -147,6 +147,7 @@ class ComponentCoder:
         self.steps = g.astype(np.float64) / steps.GRID
         _bank_fill(g)
         self.radii = _RADIUS[g]
+        self.codes = [entropy.code_for_step(v / steps.GRID) for v in g.tolist()]
 
     def quantise(self, coeffs: np.ndarray) -> np.ndarray:
         """``[n_v, k]`` (or ``[k]``) floats, ``k <= len(grid)`` -> integer indices."""
@@ -185,7 +186,7 @@ class ComponentCoder:
         :meth:`CoefficientCoder.decode_indices`, and when ``k`` exceeds the steps known)."""
         if k > len(self.grid):
             raise ValueError(f"payload claims {k} components; the allocation it names has {len(self.grid)}")
-        segments = [(entropy.code_for_step(g / steps.GRID), vectors) for g in self.grid[:k].tolist()]
+        segments = [(code, vectors) for code in self.codes[:k]]
         stream = entropy.decode_segments(payload, segments, exact=True)
         q = (stream.reshape(k, vectors) - self.radii[:k, None]).T
         if crc is not None:

@@ -182,6 +182,11 @@ def payload_bits(cost: np.ndarray | float, n_v: int) -> np.ndarray:
     return 8.0 * np.ceil(n_v * np.asarray(cost, dtype=np.float64) / 8.0)
 
 
+def allocation_bits(costs: Sequence[np.ndarray], alloc: Sequence[int], n_v: int) -> list[float]:
+    """Expected payload bits (whole bytes) of each source for an allocation ``alloc``."""
+    return [float(payload_bits(np.asarray(c)[k], n_v)) for c, k in zip(costs, alloc)]
+
+
 def table_bits(table: np.ndarray, costs: Sequence[np.ndarray], n_v: int) -> np.ndarray:
     """``[L + 1]``: expected bits of every source's payload (``n_v`` vectors, whole bytes)
     for each row of an allocation ``table``; ``costs[s][k]`` is one vector's cost."""
