@@ -373,7 +373,7 @@ def run_demo(args: argparse.Namespace) -> int:
               f"{_db(q.get('snr_db_overall'))}, of all mics vs the captured mics "
               f"{_db(q.get('mics_snr_db_overall'))}"
               + ("  (untrained model)" if prep.random_model else ""))
-    report = quality_report(prep, out / "decoded.wav", stats, bool(enh))
+    report = quality_report(prep, out / "decoded.wav", stats, bool(enh), out / "edges")
     stats["demo"]["quality"] = report
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
     print_quality(report)
@@ -408,15 +408,21 @@ def _after_live_view(args: argparse.Namespace, rx: subprocess.Popen, live: tuple
         hold(rx, url, stop)
 
 
-def quality_report(prep: Prepared, decoded_wav: Path, stats: dict[str, Any], enhanced: bool) -> dict[str, Any]:
+def quality_report(prep: Prepared, decoded_wav: Path, stats: dict[str, Any], enhanced: bool,
+                   edges_dir: Path | None = None) -> dict[str, Any]:
     """What the demo wrote, in numbers: the room rate it used (bits received per second of
     audio) and PESQ-WB / STOI of decoded (or enhanced) microphone 0 against the clean reference
-    and against the captured microphone 0, beside the captured microphone's own scores."""
+    and against the captured microphone 0, beside the captured microphone's own scores.
+
+    With an enhancer (``enhanced``) and the edges' records of what they sent (``edges_dir``),
+    also the decoder's own output, microphone 0 without enhancement: the same chunks decoded
+    again (:func:`replay_decoded`), so that the enhancer's gain is read from one run."""
     from training.metrics import pesq_wb, stoi
 
     sr = prep.sample_rate
     clean = sf.read(prep.clean, dtype="float32")[0]
-    mic0 = sf.read(prep.room, dtype="float32")[0][:, 0]
+    mics = sf.read(prep.room, dtype="float32")[0]
+    mic0 = mics[:, 0]
     out = sf.read(decoded_wav, dtype="float32")[0]
     out0 = out if out.ndim == 1 else out[:, 0]
     n = min(len(clean), len(mic0), len(out0))
@@ -425,7 +431,7 @@ def quality_report(prep: Prepared, decoded_wav: Path, stats: dict[str, Any], enh
     period = stats["rate"]["chunk_seconds"]
     bits = sum(sum(st.get("bits_received", {}).values()) for st in steps)
     budget = sum(st.get("budget_bits", 0) for st in steps)
-    return {
+    report = {
         "output": "enhanced microphone 0" if enhanced else "decoded microphone 0",
         "room_kbps": bits / max(1e-9, len(steps) * period) / 1000,
         "budget_kbps": budget / max(1e-9, len(steps) * period) / 1000,
@@ -433,16 +439,61 @@ def quality_report(prep: Prepared, decoded_wav: Path, stats: dict[str, Any], enh
         "output_vs_mic": {"pesq": pesq_wb(mic0, out0, sr), "stoi": stoi(mic0, out0, sr)},
         "mic_vs_clean": {"pesq": pesq_wb(clean, mic0, sr), "stoi": stoi(clean, mic0, sr)},
     }
+    if enhanced and edges_dir is not None and not prep.random_model:
+        sent = [edges_dir / f"edge-{s}.json" for s in range(prep.n_sources)]
+        if all(f.is_file() for f in sent):
+            records = [json.loads(f.read_text()).get("sent", []) for f in sent]
+            dec0 = replay_decoded(prep.checkpoint, mics.T, records,
+                                  stats["rate"].get("step_profile", "uniform"))[0][:n]
+            report["decoded_vs_clean"] = {"pesq": pesq_wb(clean, dec0, sr), "stoi": stoi(clean, dec0, sr)}
+    return report
+
+
+def replay_decoded(checkpoint: Path, mics: np.ndarray, sent: list[list[dict[str, Any]]],
+                   step_profile: str) -> np.ndarray:
+    """The decoder's output for what the edges sent, decoded again offline: ``mics`` ``[M, N]``
+    as the edges captured them, ``sent[s]`` edge ``s``'s records (``seq``, ``k``,
+    ``k_allocated``). Each step's coefficients are quantised with the coder of its
+    ``k_allocated`` and its first ``k`` kept, as on the wire, and decoded; a step an edge did not
+    send is decoded from nothing (its latent's mean). Returns ``[M, N]``: the receiver's
+    decoded microphones (the same numbers as its identity stage, to float rounding)."""
+    import torch
+
+    from shared.codec import Codec
+
+    codec = Codec.load(checkpoint, step_profile=step_profile)
+    x = torch.from_numpy(np.ascontiguousarray(mics, dtype=np.float32))
+    with torch.no_grad():
+        full, n_frames = codec.signal_coefficients(x)
+        n_steps = full[0].shape[0]
+        kept = torch.zeros(n_steps, len(full), dtype=torch.long)
+        rows = [torch.zeros(n_steps, f.shape[1], f.shape[2]) for f in full]
+        for s, records in enumerate(sent):
+            for rec in records:
+                i, k = int(rec["seq"]), int(rec["k"])
+                if not 0 <= i < n_steps or k <= 0:
+                    continue
+                coder = codec.coder_for(s, int(rec["k_allocated"]))
+                q = coder.dequantise(coder.quantise(full[s][i, :, :k].cpu().numpy()))
+                rows[s][i, :, :k] = torch.from_numpy(np.asarray(q, dtype=np.float32))
+                kept[i, s] = k
+        spec = torch.cat([codec.decode_coefficients([r[i : i + 64] for r in rows], kept[i : i + 64])
+                          for i in range(0, n_steps, 64)])
+        return codec.to_audio(codec.unchunk(spec, n_frames), x.shape[-1]).cpu().numpy()
 
 
 def print_quality(q: dict[str, Any]) -> None:
-    """Three lines: the room rate, then the output's and the captured microphone's scores."""
+    """The room rate, then the output's and the captured microphone's scores (and, with an
+    enhancer, the decoder's own output)."""
     def fmt(d: dict[str, float]) -> str:
         return f"PESQ-WB {d['pesq']:.2f}  STOI {d['stoi']:.3f}"
 
     print(f"room rate  {q['room_kbps']:.1f} kbit/s received (channel allowed {q['budget_kbps']:.1f} kbit/s)")
     print(f"quality    {q['output']} vs clean reference: {fmt(q['output_vs_clean'])}; "
           f"vs captured microphone 0: {fmt(q['output_vs_mic'])}")
+    if "decoded_vs_clean" in q:
+        print(f"           decoded microphone 0 (the same chunks, not enhanced) vs clean reference: "
+              f"{fmt(q['decoded_vs_clean'])}")
     print(f"           captured (noisy) microphone 0 vs clean reference: {fmt(q['mic_vs_clean'])}")
 
 

@@ -177,7 +177,8 @@ def run_demo_cell(args: argparse.Namespace) -> int:
                       "seed": args.seed + i, "seconds": args.seconds, "cell": CELL,
                       "cell_rule": args.cell_rule, "mode": "lockstep" if args.fast else "realtime"}
         plot_allocation(st, room_dir / "allocation.png")
-        st["demo"]["quality"] = report = quality_report(p, room_dir / "decoded.wav", st, bool(enh))
+        st["demo"]["quality"] = report = quality_report(p, room_dir / "decoded.wav", st, bool(enh),
+                                                           room_dir / "edges")
         (room_dir / "stats.json").write_text(json.dumps(st, indent=1))
         s = st["summary"]
         print(f"{name}: {s['steps']} steps, {s['late_chunks']} late and {s['missing_chunks']} missing "

@@ -43,7 +43,8 @@ def create_app(settings: ReceiverSettings | None = None, codec: Codec | None = N
             "checkpoint": settings.enhancer_checkpoint, "checkpoint_dir": settings.checkpoint_dir,
             "sampler": settings.enhance_sampler, "steps": settings.enhance_steps, "mics": settings.enhance_mics,
             "context": settings.enhance_context})
-        decoder = BatchDecoder(model, enhancer, metrics, settings.max_batch, threads)
+        decoder = BatchDecoder(model, enhancer, metrics, settings.max_batch, threads,
+                               settings.beamform_min_share)
         await decoder.start()
         manager = SessionManager(model, decoder, metrics, settings.record_seconds, settings.record_dir,
                                  settings.download_rate_mib_s * 2**20)

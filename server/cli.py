@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--enhance-context", type=int,
                    help="sgmse: past STFT frames the enhancer sees with each step (default: what the checkpoint "
                         "was trained for, else 0)")
+    p.add_argument("--beamform-min-share", type=float,
+                   help="classical stage: a source's microphones join the beamformer when it sent at least "
+                        "this share of its components in the step (default 0: any component)")
     p.add_argument("--step-profile", choices=["water", "uniform"],
                    help="quantiser steps (default water: a step per component, reverse water-filling; "
                         "uniform: the paper's one step sqrt(12 D) for every coefficient)")

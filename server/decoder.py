@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from server.enhance import Enhancer
+from server.enhance import BEAMFORM_MIN_SHARE, Enhancer, beamforming_mask
 from server.metrics import ReceiverMetrics
 from shared.codec import Codec
 
@@ -62,8 +62,10 @@ class BatchDecoder:
     """The decode worker shared by all sessions of a receiver."""
 
     def __init__(self, codec: Codec, enhancer: Enhancer, metrics: ReceiverMetrics,
-                 max_batch: int = 64, threads: int | None = None) -> None:
+                 max_batch: int = 64, threads: int | None = None,
+                 beamform_min_share: float = BEAMFORM_MIN_SHARE) -> None:
         self.codec = codec
+        self.beamform_min_share = beamform_min_share
         self.enhancer = enhancer
         self.out_channels = enhancer.out_channels(codec.cfg.num_mics) if hasattr(enhancer, "out_channels") \
             else codec.cfg.num_mics
@@ -162,14 +164,15 @@ class BatchDecoder:
             j.compute_s = elapsed
 
     def active_mics(self, rows: list[list[np.ndarray | None]]) -> torch.Tensor:
-        """Per job, the microphones whose source sent coefficients ``[B, M]`` (bool): a
-        source left out decodes to its mean, which is no signal to beamform with."""
-        out = torch.zeros(len(rows), self.codec.cfg.num_mics, dtype=torch.bool)
-        for b, r in enumerate(rows):
-            for s, mics in enumerate(self.codec.mic_groups):
-                if r[s] is not None and np.shape(r[s])[-1] > 0:
-                    out[b, mics] = True
-        return out
+        """Per job, the microphones the classical stage may beamform with ``[B, M]`` (bool):
+        those of the sources that sent at least ``beamform_min_share`` of their components
+        (:func:`server.enhance.beamforming_mask`); a source left out, or sent as a few
+        components, decodes to little more than its mean, which is no signal to beamform with."""
+        return torch.stack([
+            beamforming_mask(self.codec, [0 if c is None else int(np.shape(c)[-1]) for c in r],
+                             self.beamform_min_share)
+            for r in rows
+        ]) if rows else torch.zeros(0, self.codec.cfg.num_mics, dtype=torch.bool)
 
     @torch.no_grad()
     def decode_batch(self, rows: list[list[np.ndarray | None]]) -> torch.Tensor:

@@ -120,6 +120,7 @@ def session_stats(s: Session, since: int = 0) -> dict[str, Any]:
             "sigma2": rate.sigma2, "distortion": rate.distortion, "eta": rate.eta,
             "chunk_seconds": rate.chunk_seconds,
             "bits_per_coefficient": rate.bits_per_coefficient, "quant_step": rate.quant_step,
+            "step_profile": codec.step_profile,
         },
         "trace": s.trace_info,
         "model": {

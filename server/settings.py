@@ -106,6 +106,9 @@ class ReceiverSettings(BaseSettings):
     enhance_steps: int | None = Field(None, ge=1)  # override the preset's number of steps
     enhance_mics: Literal["ref", "all"] = "ref"  # enhance the reference microphone only, or every one
     enhance_context: int | None = Field(None, ge=0)  # sgmse: past frames enhanced with each step (None: the checkpoint's)
+    # classical stage: a source's microphones join the beamformer when it sent at least this share
+    # of its components in the step (server.enhance.BEAMFORM_MIN_SHARE)
+    beamform_min_share: float = Field(0.0, ge=0, le=1)
     # quantiser steps (shared/steps.py); None: the codec's own (water for a loaded checkpoint)
     step_profile: Literal["uniform", "water"] | None = None
     max_batch: int = Field(64, ge=1)

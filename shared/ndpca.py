@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from shared import steps
 from shared.rate import allocate_ndpca, allocate_uniform
 
 
@@ -137,9 +138,26 @@ def quantisation_noise(coeffs: torch.Tensor, std: torch.Tensor, step: float) -> 
     return coeffs + noise * std.to(coeffs.dtype)
 
 
+def water_quantise(coeffs: torch.Tensor, std: np.ndarray, step: float) -> torch.Tensor:
+    """``coeffs`` ``[N, k]`` rounded as the wire rounds them under the water profile.
+
+    Each coefficient is divided by its standard deviation ``std`` (``[k]``), rounded to a
+    multiple of its water step (:func:`shared.steps.water_grid` for an allocation of ``k``
+    with ``sqrt(12 D) = step``) and scaled back. The gradient passes straight through the
+    rounding, so the encoder still learns while the decoder sees the values it will receive.
+    """
+    k = coeffs.shape[1]
+    if k == 0 or step <= 0:
+        return coeffs
+    delta = steps.water_grid(np.asarray(std, dtype=np.float64), k, step) / steps.GRID
+    scale = torch.from_numpy(np.asarray(std[:k], dtype=np.float64) * delta).to(coeffs)
+    q = torch.round(coeffs.detach() / scale) * scale
+    return coeffs + (q - coeffs.detach())
+
+
 def batch_pca_bottleneck(latents: Sequence[torch.Tensor], total: int,
                          weights: Sequence[float] | None = None,
-                         quant_step: float = 0.0, with_k: bool = False):
+                         quant_step: float = 0.0, with_k: bool = False, profile: str = "uniform"):
     """NDPCA's training bottleneck: per-batch, per-source PCA and a pooled top-``total`` pick.
 
     Each source's batch latents ``[B, d_s]`` are centred on the batch mean; an SVD per source
@@ -147,9 +165,13 @@ def batch_pca_bottleneck(latents: Sequence[torch.Tensor], total: int,
     singular values; the top ``total`` singular values across sources, each source's
     multiplied by its task weight, decide ``k_s`` (as the receiver allocates); each latent
     is replaced by its projection on its first ``k_s`` directions, with the quantiser's
-    error added to the kept coefficients when ``quant_step > 0``. Gradients flow to the
-    encoders through the projection. ``with_k``: also return the ``k_s``.
+    error added to the kept coefficients when ``quant_step > 0``: uniform noise of that step
+    (``profile="uniform"``) or the water profile's rounding (``profile="water"``,
+    :func:`water_quantise`). Gradients flow to the encoders through the projection.
+    ``with_k``: also return the ``k_s``.
     """
+    if profile not in ("uniform", "water"):
+        raise ValueError(f"unknown quantiser profile {profile!r}; choose uniform or water")
     svs, vs, means = [], [], []
     for z in latents:
         mu = z.mean(0, keepdim=True)
@@ -167,8 +189,11 @@ def batch_pca_bottleneck(latents: Sequence[torch.Tensor], total: int,
         vk = v[:, :k]
         c = (z - mu) @ vk
         if quant_step > 0 and k:
-            std = torch.from_numpy(sv[:k] / max(1.0, (z.shape[0] - 1) ** 0.5)).to(z.device)
-            c = quantisation_noise(c, std, quant_step)
+            std = sv[:k] / max(1.0, (z.shape[0] - 1) ** 0.5)
+            if profile == "water":
+                c = water_quantise(c, np.maximum(std, 1e-12), quant_step)
+            else:
+                c = quantisation_noise(c, torch.from_numpy(std).to(z.device), quant_step)
         out.append(mu + c @ vk.T)
     return (out, list(ks)) if with_k else out
 

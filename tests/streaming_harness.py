@@ -23,6 +23,7 @@ import uvicorn
 from edge_client.client import EdgeClient, EdgeConfig
 from edge_client.encoder import LiveEncoder
 from server.app import create_app
+from server.enhance import BEAMFORM_MIN_SHARE, beamforming_mask
 from server.serving import uvicorn_config
 from server.settings import ReceiverSettings
 
@@ -167,10 +168,12 @@ def write_capacity_trace(path: Path, rows: list[tuple[float, float]]) -> Path:
     return path
 
 
-def offline_decode(codec, audio: torch.Tensor, steps: list[dict[str, Any]], stage=None) -> torch.Tensor:
+def offline_decode(codec, audio: torch.Tensor, steps: list[dict[str, Any]], stage=None,
+                   min_share: float = BEAMFORM_MIN_SHARE) -> torch.Tensor:
     """Decode what the receiver received, offline: per step, each source's coefficients
     (``[n_v, k_s]``) coded with the step's allocation and bit budget (None where nothing arrived) -> audio ``[M, N]``
-    (``[C, N]`` after an enhancement ``stage`` applied to each step on its own)."""
+    (``[C, N]`` after an enhancement ``stage`` applied to each step on its own; a stateful stage
+    beamforms with the microphones of the sources that sent ``min_share`` of their components)."""
     n = audio.shape[-1]
     spec = codec.spectra(audio)
     chunks = codec.chunk(spec)
@@ -191,10 +194,8 @@ def offline_decode(codec, audio: torch.Tensor, steps: list[dict[str, Any]], stag
             per.append(torch.from_numpy(codec.decode_payload(enc.payload, enc.k, source=s,
                                                              k_allocated=enc.k_allocated))[None])
         row = codec.decode_coefficients(per)
-        if getattr(stage, "stateful", False):  # one state for this stream, the sources that sent
-            active = torch.zeros(1, codec.cfg.num_mics, dtype=torch.bool)
-            for s, mics in enumerate(codec.mic_groups):
-                active[0, mics] = per[s].shape[-1] > 0
+        if getattr(stage, "stateful", False):  # one state for this stream, the receiver's beamformer rule
+            active = beamforming_mask(codec, [p.shape[-1] for p in per], min_share)[None]
             row = stage(row, keys=["offline"], active=active)
         elif stage is not None:
             row = stage(row)

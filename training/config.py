@@ -57,6 +57,10 @@ class TrainSection(BaseModel):
     # add the quantiser's error (uniform, step sqrt(12 D) times each coefficient's batch
     # standard deviation) to the coefficients that pass the bottleneck, as the wire will
     quant_noise: bool = False
+    # which steps that error follows: "uniform" (sqrt(12 D) on every coefficient, uniform noise)
+    # or "water" (the receiver's default profile, shared/steps.py: each kept component is
+    # rounded to its water step, as the wire rounds it, with a straight-through gradient)
+    quant_profile: Literal["uniform", "water"] = "uniform"
     linear_lr_scale: float = Field(1.0, ge=0)  # learning rate of the PCA-initialised linear maps, relative
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)

@@ -59,9 +59,15 @@ def run_stage(stage, codec, spectra: torch.Tensor, active: torch.Tensor, key: st
 
 
 def evaluate_stages(examples: Sequence[dict[str, Any]], codec, bandwidths: Sequence[int],
-                    stages: dict[str, Any], noisy: bool = True) -> list[dict[str, Any]]:
+                    stages: dict[str, Any], noisy: bool = True,
+                    min_share: float | None = None) -> list[dict[str, Any]]:
     """Mean scores per (input, stage) over ``examples`` (``mics`` ``[M, N]``, ``clean`` ``[N]``
-    tensors), with each input's measured room rate and each stage's CPU seconds per second."""
+    tensors), with each input's measured room rate and each stage's CPU seconds per second.
+    ``min_share``: the beamformer's rule (:func:`server.enhance.beamforming_mask`; None: the
+    receiver's default)."""
+    from server.enhance import BEAMFORM_MIN_SHARE, beamforming_mask
+
+    share = BEAMFORM_MIN_SHARE if min_share is None else min_share
     per: dict[tuple[str, str], list[dict[str, float]]] = {}
     g = codec.frames_per_step
     for e, ex in enumerate(examples):
@@ -82,9 +88,7 @@ def evaluate_stages(examples: Sequence[dict[str, Any]], codec, bandwidths: Seque
             spec = stats["spectra"].cpu()
             pad = (-spec.shape[-1]) % g
             spec = torch.nn.functional.pad(spec, (0, pad))
-            active = torch.zeros(mics.shape[0], dtype=torch.bool)
-            for k, group in zip(stats["allocation"], codec.mic_groups):
-                active[group] = k > 0
+            active = beamforming_mask(codec, stats["allocation"], share)
             inputs.append((f"decoded L={bw}", spec, active, stats["bitrate_bps"] / 1e3))
         for in_name, spec, active, kbps in inputs:
             for name, stage in stages.items():
@@ -134,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="score model for the sgmse stages (default the newest checkpoints/enhancer-*.ckpt)")
     p.add_argument("--no-noisy", action="store_true", help="skip the captured microphones")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--beamform-min-share", type=float, default=None,
+                   help="share of a source's components it must send for its microphones to join the "
+                        "beamformer (default: the receiver's)")
     p.add_argument("--csv", type=Path, default=None, help="also write the rows here")
     args = p.parse_args(argv)
 
@@ -148,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, options = parse_stage(spec, args.enhancer_checkpoint)
         stages[spec] = build_enhancer(name, codec, options)
     bandwidths = [int(b) for b in args.bandwidths.split(",") if b]
-    rows = evaluate_stages(examples, codec, bandwidths, stages, noisy=not args.no_noisy)
+    rows = evaluate_stages(examples, codec, bandwidths, stages, noisy=not args.no_noisy,
+                           min_share=args.beamform_min_share)
     print(f"{len(examples)} {args.split} examples of {args.data}; codec {Path(codec_path).name}; "
           f"enhancer {args.enhancer_checkpoint or 'newest in checkpoints/'}")
     print(markdown(rows))

@@ -42,11 +42,13 @@ class BottleneckedAutoencoder(nn.Module):
     One module so that DistributedDataParallel sees the whole forward pass.
     """
 
-    def __init__(self, model: DistributedAutoencoder, bottleneck: str, quant_step: float = 0.0) -> None:
+    def __init__(self, model: DistributedAutoencoder, bottleneck: str, quant_step: float = 0.0,
+                 quant_profile: str = "uniform") -> None:
         super().__init__()
         self.model = model
         self.bottleneck = bottleneck
         self.quant_step = quant_step  # > 0: the quantiser's error is added to kept coefficients
+        self.quant_profile = quant_profile  # uniform noise at quant_step, or the water steps
         self.weights = model.cfg.weights  # the sources' task weights in the allocation
 
     def forward(self, x: torch.Tensor, k: int) -> dict[str, Any]:
@@ -58,7 +60,8 @@ class BottleneckedAutoencoder(nn.Module):
         total = sum(z.shape[1] for z in latents)
         k = min(k, total)
         if self.bottleneck == "pca":
-            kept, ks = batch_pca_bottleneck(latents, k, self.weights, self.quant_step, with_k=True)
+            kept, ks = batch_pca_bottleneck(latents, k, self.weights, self.quant_step, with_k=True,
+                                            profile=self.quant_profile)
         elif self.bottleneck in ("none", "truncate"):
             kept, ks = batch_truncation_bottleneck(latents, total if self.bottleneck == "none" else k,
                                                    self.quant_step, with_k=True)
@@ -241,7 +244,8 @@ def train(
         model.init_linear(bank.all_chunks(stride=bank.stride_for(1500)))
     model = model.to(dev)
     quant_step = cfg.rate.to_rate(1.0).quant_step if cfg.train.quant_noise else 0.0
-    module: nn.Module = BottleneckedAutoencoder(model, resolve_bottleneck(cfg), quant_step)
+    module: nn.Module = BottleneckedAutoencoder(model, resolve_bottleneck(cfg), quant_step,
+                                                cfg.train.quant_profile)
     if world > 1:
         module = nn.parallel.DistributedDataParallel(module)
     opt = torch.optim.AdamW(param_groups(model, cfg.train.linear_lr_scale), lr=cfg.train.lr,

@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_codec
 from streaming_harness import Edges, Receiver, offline_decode, one_torch_thread  # noqa: F401
 
-from server.enhance import ScoreBasedEnhancer, build_enhancer
+from server.enhance import BEAMFORM_MIN_SHARE, ScoreBasedEnhancer, beamforming_mask, build_enhancer
 from server.settings import ReceiverSettings
 from shared.enhancer import SCORE_NET_PRESETS, ScoreEnhancer
 from shared.errors import CheckpointError, ConfigError
@@ -221,3 +221,22 @@ def test_classical_stage_needs_session_keys():
     assert a.shape == (2, 1, 2, 256, 4) and stage.describe()["sessions"] == 2
     stage.release("a")
     assert stage.describe()["sessions"] == 1
+
+
+def test_beamformer_takes_the_microphones_of_sources_that_sent_enough():
+    """A source's microphones join the classical stage's beamformer when it sent at least
+    ``min_share`` of its components; the reference's source counts with any component, a
+    source that sent nothing never; 0 is the old rule (any component); the receiver's default
+    is the measured one."""
+    codec = tiny_codec()
+    d = codec.latent_sizes[1]
+    few, enough = max(1, d // 8), -(-d // 4)
+    assert few < enough
+    mask = beamforming_mask(codec, [1, few, enough, 0], 0.25)
+    assert mask.tolist() == [True, False, True, False]
+    assert beamforming_mask(codec, [0, d, d, d], 0.25).tolist() == [False, True, True, True]
+    assert beamforming_mask(codec, [1, few, enough, 0], 0.0).tolist() == [True, True, True, False]
+    assert beamforming_mask(codec, [d, d, d, d - 1], 1.0).tolist() == [True, True, True, False]
+    assert ReceiverSettings(session="r", token=TOKEN).beamform_min_share == BEAMFORM_MIN_SHARE
+    with pytest.raises(ValueError):
+        ReceiverSettings(session="r", token=TOKEN, beamform_min_share=1.5)

@@ -1,7 +1,9 @@
 """NDPCA bases: exact reconstruction, mean fallback, allocation, training bottlenecks."""
 
+import pytest
 import torch
 
+from shared import steps
 from shared.ndpca import (
     allocate,
     batch_pca_bottleneck,
@@ -148,3 +150,33 @@ def test_quantisation_noise_has_the_quantisers_error_variance():
     naive = batch_truncation_bottleneck([z], 2, quant_step=step)[0]
     torch.testing.assert_close((naive - z)[:, :2].var(0), 0.01 * z[:, :2].var(0), rtol=0.08, atol=0)
     assert torch.allclose(naive[:, 2:], z[:, 2:].mean(0).expand(len(z), -1))
+
+
+def test_water_training_rounds_like_the_wire_with_a_straight_through_gradient():
+    """profile="water": each kept coefficient lands on a multiple of its water step (times its
+    batch standard deviation), the step coarsest for the last component kept, and the
+    gradient of the decoder's input reaches the encoder's latents unchanged."""
+    torch.manual_seed(0)
+    step = (12 * 0.01) ** 0.5
+    z = (torch.randn(4096, 6) * torch.tensor([8.0, 4.0, 2.0, 1.0, 0.5, 0.25])).requires_grad_(True)
+    out = batch_pca_bottleneck([z], 4, quant_step=step, profile="water")[0]
+    zc = (z - z.mean(0)).detach().double()
+    evals, evecs = torch.linalg.eigh(zc.T @ zc)
+    v = evecs.flip(1)[:, :4]
+    sd = evals.flip(0)[:4].clamp_min(0).sqrt() / (len(z) - 1) ** 0.5
+    delta = torch.from_numpy(steps.water_grid(sd.numpy(), 4, step) / steps.GRID)
+    assert delta[-1] == pytest.approx(steps.WATER_LEVEL, abs=1 / steps.GRID)
+    assert torch.all(delta[:-1] < delta[-1])
+    c = (out.detach().double() - z.detach().double().mean(0)) @ v  # the kept coefficients
+    units = c / (sd * delta)
+    assert float((units - units.round()).abs().max()) < 1e-3
+    w = torch.randn_like(z)
+    (out * w).sum().backward()
+    z_plain = z.detach().clone().requires_grad_(True)
+    (batch_pca_bottleneck([z_plain], 4)[0] * w).sum().backward()
+    torch.testing.assert_close(z.grad, z_plain.grad)
+
+
+def test_training_bottleneck_refuses_an_unknown_profile():
+    with pytest.raises(ValueError, match="unknown quantiser profile"):
+        batch_pca_bottleneck([_latents(n=32, d=4)], 2, quant_step=0.3, profile="exact")
