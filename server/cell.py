@@ -55,9 +55,12 @@ class Room:
 Member = tuple[Sequence[np.ndarray], frozenset[int], "Sequence[np.ndarray] | None"]
 
 
-def _fit(values: list[np.ndarray], costs: list[np.ndarray], bits: int, n_v: int) -> list[int]:
-    """The largest NDPCA allocation over ``values`` whose expected payload bits fit ``bits``."""
-    table = steps.allocation_table(values)
+def _fit(values: list[np.ndarray], costs: list[np.ndarray], bits: int, n_v: int,
+         ref: Sequence[int] = (0,)) -> list[int]:
+    """The largest NDPCA allocation over ``values`` whose expected payload bits fit ``bits``
+    (the sources at positions ``ref``, the rooms' reference microphones, exempt from
+    :data:`shared.steps.MIN_BLOCK`)."""
+    table = steps.allocation_table(values, "ndpca", blocks=True, exempt=ref)
     row = steps.fit_allocation(steps.table_bits(table, costs, n_v), bits)
     return table[row].tolist()
 
@@ -84,7 +87,8 @@ def split_equal(capacity_bps: float, rate: RateConfig, n_v: int,
             total = budget_coefficients(share_cap, rate, n_v * sum(sizes[s] for s in act))
             picked = allocate_ndpca([sv[s] for s in act_sorted], total // n_v)
         else:
-            picked = _fit([sv[s] for s in act_sorted], [costs[s] for s in act_sorted], share_bits, n_v)
+            picked = _fit([sv[s] for s in act_sorted], [costs[s] for s in act_sorted], share_bits, n_v,
+                          [i for i, s in enumerate(act_sorted) if s == 0])
             total = n_v * sum(picked)
         for s, k in zip(act_sorted, picked):
             alloc[s] = int(k)
@@ -105,7 +109,8 @@ def split_pooled(capacity_bps: float, rate: RateConfig, n_v: int,
     bits = budget_bits(capacity_bps, rate)
     priced = all(rooms[r][2] is not None for r, _ in keys)
     if priced:
-        picked = _fit(values, [rooms[r][2][s] for r, s in keys], bits, n_v)
+        picked = _fit(values, [rooms[r][2][s] for r, s in keys], bits, n_v,
+                      [i for i, (_, s) in enumerate(keys) if s == 0])
     else:
         total = budget_coefficients(capacity_bps, rate, n_v * sum(len(v) for v in values))
         picked = allocate_ndpca(values, total // n_v)

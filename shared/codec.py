@@ -348,7 +348,9 @@ class Codec:
                 values = [np.zeros(self.latent_sizes[s]) for s in act]
             else:
                 raise ValueError(f"unknown allocation rule {rule!r}; choose one of {', '.join(ALLOCATION_RULES)}")
-            table = steps.allocation_table(values, "uniform" if rule == "uniform" else "ndpca")
+            ref = [i for i, s in enumerate(act) if s == 0]  # source 0 holds microphone 0, the reference
+            table = steps.allocation_table(values, "uniform" if rule == "uniform" else "ndpca",
+                                           blocks=True, exempt=ref)
             row_bits = steps.table_bits(table, [self.component_costs(s) for s in act],
                                         self.cfg.vectors_per_step)
             self._tables[key] = (table, row_bits)

@@ -131,7 +131,8 @@ class CoefficientCoder:
 class ComponentCoder:
     """Quantiser plus prefix coder with a step per component (the ``water`` profile of
     :mod:`shared.steps`): component ``j`` of every vector is quantised with the step
-    ``grid[j] / 256`` and coded with that step's prefix code. The same interface as
+    ``grid[j] / 256`` and coded with that step's prefix code of the Laplace table
+    (``steps.SHAPE["water"]``). The same interface as
     :class:`CoefficientCoder`; a payload of fewer components than ``len(grid)`` uses the
     first steps (trailing components are dropped, not re-stepped).
 
@@ -147,7 +148,7 @@ class ComponentCoder:
         self.steps = g.astype(np.float64) / steps.GRID
         _bank_fill(g)
         self.radii = _RADIUS[g]
-        self.codes = [entropy.code_for_step(v / steps.GRID) for v in g.tolist()]
+        self.codes = [entropy.code_for_step(v / steps.GRID, steps.SHAPE["water"]) for v in g.tolist()]
 
     def quantise(self, coeffs: np.ndarray) -> np.ndarray:
         """``[n_v, k]`` (or ``[k]``) floats, ``k <= len(grid)`` -> integer indices."""
@@ -220,7 +221,7 @@ _FILLED = np.zeros(steps.MAX_GRID + 1, dtype=bool)
 
 def _bank_fill(grid: np.ndarray) -> None:
     for g in np.unique(grid[~_FILLED[grid]]).tolist():
-        code = entropy.code_for_step(g / steps.GRID)
+        code = entropy.code_for_step(g / steps.GRID, steps.SHAPE["water"])
         n = len(code.lengths)
         _BANK_LEN[g, :n] = code.lengths
         _BANK_CODE[g, :n] = code.codes

@@ -2,16 +2,18 @@
 
 Everything here is a pure function of the quantiser step ``Delta`` through one integer,
 ``U = floor(Delta * 2**24)`` (exact in binary64: scaling by a power of two is exact), and of
-the committed table :data:`HALF_CDF_Q31`. No floating-point value enters the probability
+a committed table: :data:`HALF_CDF_Q31` (the unit Gaussian, Table T; the ``uniform``
+profile's) or :data:`HALF_CDF_LAPLACE_Q31` (the unit-variance Laplace, Table L; the
+``water`` profile's, see :mod:`shared.steps`). No floating-point value enters the probability
 table or the code, so every implementation that follows ``docs/protocol.md`` builds the same
 code and writes the same bytes. The steps, in the order ``docs/protocol.md`` gives them:
 
 1. radius ``R = ceil(6 * 2**24 / U)``: indices run over ``[-R, R]`` (clipping at about 6
    standard deviations), symbols ``s = q + R`` over ``[0, 2R]``;
-2. ``G(i)``, the unit Gaussian's mass between 0 and ``(i + 1/2) Delta`` in units of
-   ``2**-32``: linear interpolation of :data:`HALF_CDF_Q31` in integer arithmetic;
+2. ``G(i)``, the density's mass between 0 and ``(i + 1/2) Delta`` in units of
+   ``2**-32``: linear interpolation of the table in integer arithmetic;
 3. integer frequencies: ``f(0) = 2 G(0)``, ``f(i) = G(i) - G(i - 1)``, the tail folded into
-   ``f(R) = 2**31 - G(R - 1)``, each at least 1, ``f(-i) = f(i)``;
+   ``f(R) = table[256] - G(R - 1)``, each at least 1, ``f(-i) = f(i)``;
 4. Huffman code lengths from the frequencies, ties broken by node id;
 5. canonical codewords (sorted by length, then symbol), written most significant bit first,
    packed into bytes from the most significant bit, the last byte padded with zero bits.
@@ -28,6 +30,9 @@ import numpy as np
 #: Smallest and largest quantiser step the format allows.
 MIN_STEP = 2.0**-10
 MAX_STEP = 16.0
+#: The probability tables: the unit Gaussian's (Table T, the ``uniform`` profile's) and the
+#: unit-variance Laplace's (Table L, the ``water`` profile's).
+SHAPES = ("gauss", "laplace")
 #: Fixed-point scale of the step: ``U = floor(Delta * 2**STEP_BITS)``.
 STEP_BITS = 24
 #: The model clips at this many standard deviations: ``R = ceil(CLIP_SIGMAS * 2**24 / U)``.
@@ -59,29 +64,37 @@ def radius(step: float) -> int:
     return -(-(CLIP_SIGMAS << STEP_BITS) // u)
 
 
-def half_cdf(positions: np.ndarray) -> np.ndarray:
-    """``Phi(x) - 1/2`` in units of ``2**-32`` at ``x = p / 2**25`` for integer ``p >= 0``,
-    by linear interpolation of :data:`HALF_CDF_Q31` (integer arithmetic, floor)."""
+def check_shape(shape: str) -> str:
+    if shape not in SHAPES:
+        raise ValueError(f"unknown probability table {shape!r}; choose one of {', '.join(SHAPES)}")
+    return shape
+
+
+def half_cdf(positions: np.ndarray, shape: str = "gauss") -> np.ndarray:
+    """``F(x) - 1/2`` in units of ``2**-32`` at ``x = p / 2**25`` for integer ``p >= 0``, ``F``
+    the unit-variance density's CDF, by linear interpolation of its table
+    (:data:`HALF_CDF_Q31` or :data:`HALF_CDF_LAPLACE_Q31`; integer arithmetic, floor)."""
+    table = _TABLES[check_shape(shape)]
     p = np.asarray(positions, dtype=np.int64)
     j = p >> FRACTION_BITS
     w = p & ((1 << FRACTION_BITS) - 1)
-    last = len(HALF_CDF_Q31) - 1
+    last = len(table) - 1
     inside = j < last
     jc = np.minimum(j, last - 1)
-    lo, hi = _TABLE[jc], _TABLE[jc + 1]
-    return np.where(inside, lo + (((hi - lo) * w) >> FRACTION_BITS), _TABLE[last])
+    lo, hi = table[jc], table[jc + 1]
+    return np.where(inside, lo + (((hi - lo) * w) >> FRACTION_BITS), table[last])
 
 
-def frequencies(step: float) -> np.ndarray:
-    """Integer symbol frequencies ``[2R + 1]`` (symbol ``s`` is index ``s - R``); they sum to
-    about ``2**32``."""
+def frequencies(step: float, shape: str = "gauss") -> np.ndarray:
+    """Integer symbol frequencies ``[2R + 1]`` (symbol ``s`` is index ``s - R``) under the
+    ``shape``'s table; they sum to about ``2**32``."""
     r = radius(step)
     u = step_units(step)
-    g = half_cdf((2 * np.arange(r, dtype=np.int64) + 1) * u)  # G(0) .. G(R - 1)
+    g = half_cdf((2 * np.arange(r, dtype=np.int64) + 1) * u, shape)  # G(0) .. G(R - 1)
     half = np.empty(r + 1, dtype=np.int64)  # f(0) .. f(R)
     half[0] = 2 * g[0]
     half[1:r] = np.diff(g)
-    half[r] = _TABLE[-1] - g[r - 1]
+    half[r] = _TABLES[shape][-1] - g[r - 1]
     half = np.maximum(half, 1)
     return np.concatenate([half[:0:-1], half])
 
@@ -267,15 +280,15 @@ def decode_segments(payload: bytes, segments: list[tuple[PrefixCode, int]],
 
 
 @lru_cache(maxsize=2048)
-def code_for_step(step: float) -> PrefixCode:
-    """The format's prefix code for quantiser step ``step``."""
-    lengths = huffman_lengths(frequencies(step))
+def code_for_step(step: float, shape: str = "gauss") -> PrefixCode:
+    """The format's prefix code for quantiser step ``step`` under the ``shape``'s table."""
+    lengths = huffman_lengths(frequencies(step, shape))
     return PrefixCode(lengths, canonical_codes(lengths))
 
 
-def model_entropy_bits(step: float) -> float:
+def model_entropy_bits(step: float, shape: str = "gauss") -> float:
     """Entropy (bits per symbol) of the integer model: the ideal cost of one coefficient."""
-    f = frequencies(step).astype(np.float64)
+    f = frequencies(step, shape).astype(np.float64)
     p = f / f.sum()
     return float(-(p * np.log2(p)).sum())
 
@@ -319,4 +332,45 @@ HALF_CDF_Q31 = (
     2147483648, 2147483648, 2147483648, 2147483648, 2147483648, 2147483648, 2147483648, 2147483648,
     2147483648,
 )
-_TABLE = np.asarray(HALF_CDF_Q31, dtype=np.int64)
+#: ``round(2**31 (1 - exp(-sqrt(2) j / 32)))`` for ``j = 0 .. 256``: the same for the unit-variance
+#: Laplace density, the ``laplace`` shape (Table L of docs/protocol.md; no entry is within
+#: 0.0006 of a rounding tie, so math.expm1 in binary64 reproduces it). The normalised
+#: coefficients of speech are heavier-tailed than a Gaussian: the ``water`` profile codes with it.
+HALF_CDF_LAPLACE_Q31 = (
+    0, 92839669, 181665709, 266651635, 347963464, 425760032, 500193312, 571408704,
+    639545324, 704736272, 767108895, 826785036, 883881267, 938509122, 990775316, 1040781945,
+    1088626696, 1134403030, 1178200369, 1220104269, 1260196586, 1298555638, 1335256358, 1370370438,
+    1403966472, 1436110087, 1466864075, 1496288511, 1524440875, 1551376161, 1577146984, 1601803688,
+    1625394436, 1647965313, 1669560410, 1690221911, 1709990177, 1728903825, 1746999801, 1764313454,
+    1780878607, 1796727617, 1811891446, 1826399714, 1840280763, 1853561709, 1866268496, 1878425944,
+    1890057804, 1901186796, 1911834663, 1922022202, 1931769315, 1941095042, 1950017602, 1958554422,
+    1966722180, 1974536831, 1982013640, 1989167213, 1996011524, 2002559942, 2008825261, 2014819718,
+    2020555024, 2026042382, 2031292511, 2036315668, 2041121664, 2045719888, 2050119323, 2054328562,
+    2058355828, 2062208987, 2065895568, 2069422771, 2072797486, 2076026306, 2079115538, 2082071218,
+    2084899117, 2087604762, 2090193436, 2092670197, 2095039884, 2097307124, 2099476348, 2101551792,
+    2103537510, 2105437383, 2107255120, 2108994273, 2110658240, 2112250270, 2113773474, 2115230827,
+    2116625175, 2117959244, 2119235638, 2120456852, 2121625270, 2122743175, 2123812751, 2124836088,
+    2125815183, 2126751951, 2127648220, 2128505742, 2129326192, 2130111172, 2130862216, 2131580792,
+    2132268301, 2132926089, 2133555439, 2134157581, 2134733691, 2135284895, 2135812270, 2136316845,
+    2136799606, 2137261497, 2137703420, 2138126237, 2138530775, 2138917824, 2139288141, 2139642447,
+    2139981437, 2140305771, 2140616084, 2140912982, 2141197044, 2141468825, 2141728857, 2141977647,
+    2142215682, 2142443426, 2142661324, 2142869802, 2143069267, 2143260108, 2143442700, 2143617397,
+    2143784543, 2143944462, 2144097467, 2144243858, 2144383920, 2144517927, 2144646141, 2144768811,
+    2144886179, 2144998472, 2145105911, 2145208705, 2145307055, 2145401153, 2145491183, 2145577321,
+    2145659735, 2145738586, 2145814028, 2145886209, 2145955269, 2146021344, 2146084562, 2146145047,
+    2146202917, 2146258286, 2146311260, 2146361945, 2146410438, 2146456835, 2146501226, 2146543698,
+    2146584334, 2146623213, 2146660411, 2146696001, 2146730052, 2146762632, 2146793802, 2146823626,
+    2146852160, 2146879460, 2146905580, 2146930571, 2146954482, 2146977359, 2146999246, 2147020188,
+    2147040224, 2147059394, 2147077736, 2147095284, 2147112074, 2147128137, 2147143507, 2147158212,
+    2147172281, 2147185742, 2147198621, 2147210943, 2147222733, 2147234013, 2147244805, 2147255130,
+    2147265010, 2147274462, 2147283505, 2147292158, 2147300436, 2147308357, 2147315935, 2147323186,
+    2147330123, 2147336760, 2147343110, 2147349186, 2147354999, 2147360561, 2147365882, 2147370973,
+    2147375844, 2147380505, 2147384964, 2147389230, 2147393312, 2147397217, 2147400954, 2147404529,
+    2147407949, 2147411222, 2147414353, 2147417349, 2147420215, 2147422957, 2147425581, 2147428092,
+    2147430493, 2147432791, 2147434990, 2147437094, 2147439106, 2147441032, 2147442874, 2147444637,
+    2147446323, 2147447937, 2147449481, 2147450958, 2147452371, 2147453723, 2147455017, 2147456255,
+    2147457439,
+)
+_TABLES = {"gauss": np.asarray(HALF_CDF_Q31, dtype=np.int64),
+           "laplace": np.asarray(HALF_CDF_LAPLACE_Q31, dtype=np.int64)}
+_TABLE = _TABLES["gauss"]

@@ -19,15 +19,15 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 
 
-def table_from_docs(doc: Path = DOC) -> list[int]:
-    """The integers of the document's "Table T" block."""
+def table_from_docs(name: str = "T", doc: Path = DOC) -> list[int]:
+    """The integers of the document's "Table T" block (or "Table L", the water profile's)."""
     text = doc.read_text()
-    block = re.search(r"### Table T\n.*?```text\n(.*?)```", text, re.S)
+    block = re.search(rf"### Table {name}\n.*?```text\n(.*?)```", text, re.S)
     if block is None:
-        raise ValueError(f"{doc} has no 'Table T' block")
+        raise ValueError(f"{doc} has no 'Table {name}' block")
     table = [int(v) for v in block.group(1).split()]
     if len(table) != 257:
-        raise ValueError(f"Table T in {doc} has {len(table)} entries, expected 257")
+        raise ValueError(f"Table {name} in {doc} has {len(table)} entries, expected 257")
     return table
 
 
@@ -59,7 +59,7 @@ class DocsCoder:
         f[0] = 2 * self._G(0)
         for i in range(1, R):
             f[i] = self._G(i) - self._G(i - 1)
-        f[R] = 2**31 - self._G(R - 1)
+        f[R] = self.T[256] - self._G(R - 1)
         f = [max(v, 1) for v in f]
         return [f[abs(s - R)] for s in range(2 * R + 1)]
 
@@ -158,9 +158,10 @@ class DocsCoder:
 
 class DocsWaterCoder:
     """"Per-component steps": the payload coder of the ``water`` profile for an allocation of
-    ``K`` components of a source whose coefficient deviations are ``sigma`` (float32 values)."""
+    ``K`` components of a source whose coefficient deviations are ``sigma`` (float32 values);
+    ``T``: the document's Table L (step 4 of that section)."""
 
-    _codes: dict[int, DocsCoder] = {}
+    _codes: dict[tuple[int, int], DocsCoder] = {}  # (g, the table's second entry): one per table
 
     def __init__(self, sigma: list[float], delta0: float, K: int, T: list[int]) -> None:
         d = len(sigma)
@@ -173,9 +174,9 @@ class DocsWaterCoder:
         G = min(1024, max(8, round(256 * b)))
         self.grid = [min(G, max(8, round(G * (sigma[K - 1] / sigma[c])))) for c in range(K)]
         for g in self.grid:
-            if g not in self._codes:
-                self._codes[g] = DocsCoder(g / 256, T)
-        self.coders = [self._codes[g] for g in self.grid]
+            if (g, T[1]) not in self._codes:
+                self._codes[(g, T[1])] = DocsCoder(g / 256, T)
+        self.coders = [self._codes[(g, T[1])] for g in self.grid]
 
     def encode_within(self, rows: list[list[float]], budget_bits: int) -> tuple[int, bytes, int]:
         """The largest j whose payload fits -> (j, payload, crc), component c with its own code."""

@@ -62,6 +62,9 @@ def test_table_in_docs_is_the_codes_table_and_any_erf_reproduces_it():
     assert _table(lambda x: math.erf(x / math.sqrt(2)) / 2) == committed
     assert _table(lambda x: float(ndtr(x)) - 0.5) == committed
     assert committed[0] == 0 and committed[-1] == 2**31
+    laplace = list(entropy.HALF_CDF_LAPLACE_Q31)
+    assert table_from_docs("L") == laplace
+    assert laplace == [round(2**31 * -math.expm1(-math.sqrt(2) * j / 32)) for j in range(257)]
 
 
 def test_code_is_a_function_of_integers_only():

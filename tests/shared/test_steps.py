@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import tiny_codec
 
-from shared import steps
-from shared.coding import CoefficientCoder, ComponentCoder
+from shared import entropy, steps
+from shared.coding import CoefficientCoder, ComponentCoder, component_major
 
 
 def _std(d=64, decay=0.05):
@@ -57,12 +57,36 @@ def test_component_coder_round_trip_and_error_bound(n_v):
     np.testing.assert_array_equal(coder.decode_indices(small, j, n_v), q[:, :j])
 
 
-def test_one_grid_step_codes_as_the_uniform_coder():
-    """A component coder whose steps are all one grid step writes the single-step coder's bytes."""
+def test_one_grid_step_codes_as_one_code_of_the_laplace_table():
+    """A component coder whose steps are all one grid step rounds as the single-step coder and
+    writes that step's code of the Laplace table (the uniform coder's Gaussian one differs)."""
     x = np.random.default_rng(1).standard_normal((2, 30))
     a = ComponentCoder(np.full(30, 64))
     b = CoefficientCoder(0.25)
-    assert a.encode(x) == b.encode(x)
+    q = a.quantise(x)
+    np.testing.assert_array_equal(q, b.quantise(x))
+    code = entropy.code_for_step(0.25, "laplace")
+    assert a.encode(x) == code.encode(component_major(q) + entropy.radius(0.25))[0]
+    assert a.encode(x) != b.encode(x)
+    np.testing.assert_array_equal(a.decode_indices(a.encode(x), 30, 2), q)
+
+
+def test_laplace_table_is_the_unit_variance_laplace_and_costs_less_on_heavy_tails():
+    """Table L is round(2^31 (1 - exp(-sqrt(2) x))) at x = j / 32; on Laplace-distributed
+    coefficients its code is shorter than the Gaussian one, on Gaussian ones longer."""
+    table = entropy.HALF_CDF_LAPLACE_Q31
+    assert len(table) == len(entropy.HALF_CDF_Q31) == 257 and table[0] == 0
+    for j in (1, 32, 100, 256):
+        assert table[j] == round(2**31 * -math.expm1(-math.sqrt(2) * j / 32))
+    rng = np.random.default_rng(0)
+    step = 0.5
+    lap, gau = entropy.code_for_step(step, "laplace"), entropy.code_for_step(step, "gauss")
+    r = entropy.radius(step)
+    for x, laplace_wins in ((rng.laplace(scale=2**-0.5, size=20000), True), (rng.standard_normal(20000), False)):
+        sym = np.clip(np.rint(x / step), -r, r).astype(np.int64) + r
+        assert (lap.bits(sym).sum() < gau.bits(sym).sum()) == laplace_wins
+    with pytest.raises(ValueError, match="unknown probability table"):
+        entropy.frequencies(step, "cauchy")
 
 
 def test_expected_bits_fall_with_the_step_and_match_the_code():
@@ -72,7 +96,7 @@ def test_expected_bits_fall_with_the_step_and_match_the_code():
     bits = [steps.expected_bits(g) for g in (8, 32, 89, 307)]
     assert all(a > b for a, b in zip(bits, bits[1:]))
     for g in (8, 89, 307):
-        h = model_entropy_bits(g / 256)
+        h = model_entropy_bits(g / 256, steps.SHAPE["water"])
         assert h <= steps.expected_bits(g) < h + 1
 
 
@@ -123,3 +147,27 @@ def test_unknown_profile_is_refused():
         steps.check_profile("flat")
     with pytest.raises(ValueError, match="grid"):
         ComponentCoder(np.array([2]))
+
+
+def test_allocation_blocks_keep_tiny_payloads_off_the_other_sources():
+    """With blocks, a source other than the exempt reference gets nothing or at least
+    min_block(width) components; columns never fall as the row grows; the reference's column
+    and the rows without blocks are NDPCA's pooled order unchanged."""
+    rng = np.random.default_rng(0)
+    width = 384
+    values = [np.sort(rng.uniform(1, 10, width))[::-1] * 4] + \
+             [np.sort(rng.uniform(0, 10, width))[::-1] for _ in range(3)]
+    plain = steps.allocation_table(values)
+    blocked = steps.allocation_table(values, blocks=True, exempt=[0])
+    block = steps.min_block(width)
+    assert block == steps.MIN_BLOCK == 8 and steps.min_block(8) == 0 and steps.min_block(64) == 2
+    np.testing.assert_array_equal(blocked[:, 0], plain[:, 0])
+    for s in (1, 2, 3):
+        col = blocked[:, s]
+        assert np.all((col == 0) | (col >= block)) and np.all(np.diff(col) >= 0)
+        np.testing.assert_array_equal(col[plain[:, s] >= block], plain[plain[:, s] >= block, s])
+        assert np.any((plain[:, s] > 0) & (plain[:, s] < block))  # the case the blocks remove
+    assert np.all(blocked.sum(1) <= np.arange(len(blocked)))
+    costs = [np.arange(width + 1) * 3.0 for _ in range(4)]
+    bits = steps.table_bits(blocked, costs, 1)
+    assert np.all(np.diff(bits) >= 0), "a larger budget must never buy less"

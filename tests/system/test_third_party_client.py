@@ -42,6 +42,7 @@ async def docs_client(url: str, model_hash: str, sample_rate: int, coeffs: np.nd
     """Stream ``coeffs`` ``[n_steps, n_v, d]`` as source 3; returns what it sent per step.
     ``sigma``: the source's coefficient deviations (checkpoint ``ndpca.3.std``)."""
     table = table_from_docs()
+    table_l = table_from_docs("L")  # the water profile's
     sent: dict[int, dict] = {}
     async with websockets.connect(url, max_size=1 << 20) as ws:
         await ws.send(pack({"type": "hello", "session": "room", "source": SOURCE, "token": TOKEN,
@@ -62,7 +63,7 @@ async def docs_client(url: str, model_hash: str, sample_rate: int, coeffs: np.nd
                 continue
             rows = coeffs[t][:, : msg["k"]].tolist()
             if profile == "water" and msg["k"]:
-                k, payload, crc = DocsWaterCoder(sigma, step, msg["k"], table).encode_within(
+                k, payload, crc = DocsWaterCoder(sigma, step, msg["k"], table_l).encode_within(
                     rows, msg["budget_bits"])
             else:
                 k, payload, crc = coder.encode_within(rows, msg["budget_bits"])
