@@ -61,6 +61,9 @@ class TrainSection(BaseModel):
     # or "water" (the receiver's default profile, shared/steps.py: each kept component is
     # rounded to its water step, as the wire rounds it, with a straight-through gradient)
     quant_profile: Literal["uniform", "water"] = "uniform"
+    # weight of each microphone in the reconstruction terms (None: all alike); the spectra of
+    # microphone m are scaled by sqrt(w_m / mean w) before the terms compare them
+    loss_mic_weights: list[float] | None = None
     linear_lr_scale: float = Field(1.0, ge=0)  # learning rate of the PCA-initialised linear maps, relative
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)

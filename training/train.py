@@ -71,6 +71,19 @@ class BottleneckedAutoencoder(nn.Module):
         return {"recon": recon, "latents": latents}
 
 
+def _mic_scale(cfg: TrainConfig, device: torch.device | str) -> torch.Tensor | None:
+    """``[1, M, 1, 1, 1]`` factors ``sqrt(w_m / mean w)`` of ``train.loss_mic_weights`` (None:
+    every microphone alike)."""
+    w = cfg.train.loss_mic_weights
+    if w is None:
+        return None
+    m = cfg.model.num_mics
+    if len(w) != m or min(w) < 0 or sum(w) <= 0:
+        raise ConfigError(f"train.loss_mic_weights must be {m} non-negative numbers with a positive sum, got {w}")
+    t = torch.tensor(w, dtype=torch.float32, device=device)
+    return (t / t.mean()).sqrt().view(1, m, 1, 1, 1)
+
+
 def resolve_bottleneck(cfg: TrainConfig) -> str:
     if cfg.train.bottleneck != "auto":
         return cfg.train.bottleneck
@@ -268,6 +281,7 @@ def train(
     total_dim = cfg.model.latent_total  # the bottleneck k counts components per vector
     bar = tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps,
                disable=not progress or rank != 0, desc=f"train {cfg.model.arch}")
+    mic_scale = _mic_scale(cfg, dev)
     log = open(run_dir / "log.jsonl", "a") if rank == 0 else nullcontext()
     t0 = time.time()
     with log as logf:
@@ -281,7 +295,10 @@ def train(
             full = torch.rand(1, generator=kgen).item() < cfg.train.full_latent_prob
             k = total_dim if full else random_bottleneck_size(total_dim, kgen)
             outd = module(x, k)
-            terms = task_agnostic_losses(outd["recon"], x, outd["latents"], cfg.model.representation,
+            recon, target = outd["recon"], x
+            if mic_scale is not None:
+                recon, target = recon * mic_scale, target * mic_scale
+            terms = task_agnostic_losses(recon, target, outd["latents"], cfg.model.representation,
                                          get_preset(cfg.model.stft))
             loss = weighted_total(terms, weights)
             if objective is not None:

@@ -178,3 +178,32 @@ def test_missing_extra_data_set_names_its_build_command(data_dir, tmp_path):
         {"dir": str(tmp_path / "nowhere"), "build_command": "ndpca data build --out nowhere"}]}})
     with pytest.raises(ConfigError, match="ndpca data build --out nowhere"):
         train(cfg, tmp_path / "run", progress=False)
+
+
+def test_loss_mic_weights_scale_each_microphone_and_are_checked():
+    """train.loss_mic_weights: microphone m's spectra are scaled by sqrt(w_m / mean w), so a
+    squared error there counts w_m / mean w times; a list of the wrong length is refused."""
+    from training.losses import complex_mse_loss
+    from training.train import _mic_scale
+
+    cfg = load_config(DEBUG, {"train": {"loss_mic_weights": [1.0, 0.25, 0.25, 0.25]}})
+    scale = _mic_scale(cfg, "cpu")
+    assert scale.shape == (1, 4, 1, 1, 1)
+    target = torch.zeros(2, 4, 2, 3, 5)
+    err = torch.zeros_like(target)
+    err[:, 0] = 1.0  # the same error on microphone 0 ...
+    on_ref = complex_mse_loss(target + err * scale, target * scale)
+    err = torch.zeros_like(target)
+    err[:, 1] = 1.0  # ... and on microphone 1
+    on_other = complex_mse_loss(target + err * scale, target * scale)
+    assert on_ref / on_other == pytest.approx(4.0)
+    assert _mic_scale(load_config(DEBUG), "cpu") is None
+    with pytest.raises(ConfigError, match="loss_mic_weights"):
+        _mic_scale(load_config(DEBUG, {"train": {"loss_mic_weights": [1.0, 0.5]}}), "cpu")
+
+
+def test_training_with_loss_mic_weights_writes_a_loadable_codec(data_dir, tmp_path):
+    cfg = load_config(DEBUG, {"data": {"dir": str(data_dir)},
+                              "train": {"steps": 3, "loss_mic_weights": [1.0, 0.25, 0.25, 0.25]}})
+    path = train(cfg, tmp_path / "run", out=tmp_path / "codec.ckpt", progress=False)
+    assert Codec.load(path).cfg.num_mics == 4
