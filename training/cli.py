@@ -166,6 +166,7 @@ def _evaluate_task(args: argparse.Namespace) -> int:
         args.out, args.checkpoints or TASK_DIR, args.enhancer, args.data_dir, args.limit, bws, methods,
         args.sampler, perceptual=not args.no_perceptual, workers=args.workers, real=not args.no_real,
         device=resolve_device(args.device), perception_dir=args.perception_dir or PERCEPTION_DIR,
+        skip_missing=not args.methods,  # the default list: whichever codecs are there
     )
     print(f"results: {args.out / 'results.csv'}, summary: {args.out / 'summary.md'}, "
           f"plots: {args.out / 'fig3c_psnr.png'}, {args.out / 'fig4_rdp.png'} ({res['seconds']:.0f} s)")

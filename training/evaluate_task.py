@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from shared.codec import Codec
 from shared.enhancer import SamplerConfig, ScoreEnhancer, sampler_from_name
-from shared.errors import UserError
+from shared.errors import CheckpointError, UserError
 from shared.stft import convert_channels, from_channels, istft, stft, to_channels
 from training.evaluate import (
     BANDWIDTHS,
@@ -381,7 +381,11 @@ def run_task_evaluation(
     device: str = "cpu",
     progress: bool = True,
     perception_dir: Path | None = PERCEPTION_DIR,
+    skip_missing: bool = False,
 ) -> dict[str, Any]:
+    """Fig. 3c and Fig. 4 into ``out_dir``. ``skip_missing``: leave out (with a note on stderr
+    naming the command that trains it) a method whose task-aware codec is not in ``ckpt_dir``,
+    instead of stopping; at least one must be there."""
     from training.data.dataset import default_data_dir
     from training.evaluate import _load_examples
     from training.task_aware import find_enhancer
@@ -390,8 +394,18 @@ def run_task_evaluation(
     bad = [m for m in methods if m not in TASK_METHODS]
     if bad:
         raise UserError(f"unknown method(s) {bad} for --task-aware; choose from {list(TASK_METHODS)}")
-    refs = list(dict.fromkeys(TASK_METHODS[m][0] for m in methods))  # in method order
-    paths = {r: find_codec(ckpt_dir, r, "ta-") for r in refs}
+    paths = {}
+    for r in dict.fromkeys(TASK_METHODS[m][0] for m in methods):  # in method order
+        try:
+            paths[r] = find_codec(ckpt_dir, r, "ta-")
+        except CheckpointError as exc:
+            if not skip_missing:
+                raise
+            print(f"left out: {exc}", file=sys.stderr)
+    if not paths:
+        raise CheckpointError(f"no task-aware codec in {ckpt_dir}; make them with `make weights-task`")
+    methods = tuple(m for m in methods if TASK_METHODS[m][0] in paths)
+    refs = list(paths)
     codecs = {r: Codec.load(paths[r], device=device, expect_arch=codec_arch(r)) for r in refs}
     enh_path = find_enhancer(str(enhancer_path) if enhancer_path else None)
     enhancer = ScoreEnhancer.load(enh_path, device=device)

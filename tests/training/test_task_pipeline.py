@@ -123,6 +123,28 @@ def test_evaluate_task_aware_writes_fig3c_and_fig4(pipeline, tmp_path):
     assert "ndpca-e4d1 gain over naive (%)" in res["synthetic"]["headline"]["mean_below_full"]
 
 
+def test_evaluate_task_aware_leaves_out_missing_codecs_only_when_asked(pipeline, tmp_path, capsys):
+    """The default method list evaluates the task-aware codecs that are there (a fresh clone ships
+    the E4D1 ones) and names the command for each missing one; an explicit list stops."""
+    import shutil
+
+    partial = tmp_path / "task_aware"
+    partial.mkdir()
+    shutil.copy(pipeline["task"] / "ndpca-e4d1.ckpt", partial / "ndpca-e4d1.ckpt")
+    shutil.copy(pipeline["task"] / "naive-e4d1.ckpt", partial / "naive-e4d1.ckpt")
+    kw = dict(limit=1, bandwidths=(4,), sampler="realtime", perceptual=False, workers=1, real=False,
+              progress=False, perception_dir=None)
+    with pytest.raises(CheckpointError, match="ta-jae"):
+        run_task_evaluation(tmp_path / "strict", partial, pipeline["enhancer"], pipeline["data"], **kw)
+    run_task_evaluation(tmp_path / "out", partial, pipeline["enhancer"], pipeline["data"], skip_missing=True, **kw)
+    rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
+    assert {r["method"] for r in rows} == {"ndpca-e4d1", "naive-e4d1"}
+    assert "left out: no checkpoint for 'jae'" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="make weights-task"):
+        run_task_evaluation(tmp_path / "none", tmp_path / "empty", pipeline["enhancer"], pipeline["data"],
+                            skip_missing=True, **kw)
+
+
 def test_task_config_errors_are_clear(pipeline, tmp_path):
     cfg = load_config(CONFIGS / "debug.toml", {"data": {"dir": str(pipeline["data"])},
                                                "train": {"steps": 1, "init_from": str(pipeline["agnostic"] / "jae.ckpt")}})
