@@ -394,16 +394,19 @@ def run_task_evaluation(
     bad = [m for m in methods if m not in TASK_METHODS]
     if bad:
         raise UserError(f"unknown method(s) {bad} for --task-aware; choose from {list(TASK_METHODS)}")
-    paths = {}
+    paths, missing = {}, []
     for r in dict.fromkeys(TASK_METHODS[m][0] for m in methods):  # in method order
         try:
             paths[r] = find_codec(ckpt_dir, r, "ta-")
         except CheckpointError as exc:
             if not skip_missing:
                 raise
-            print(f"left out: {exc}", file=sys.stderr)
+            missing.append(str(exc))
     if not paths:
-        raise CheckpointError(f"no task-aware codec in {ckpt_dir}; make them with `make weights-task`")
+        raise CheckpointError(f"no task-aware codec in {ckpt_dir}; make them all with `make weights-task`, "
+                              f"or one at a time: {missing[0]}")
+    for msg in missing:
+        print(f"left out: {msg}", file=sys.stderr)
     methods = tuple(m for m in methods if TASK_METHODS[m][0] in paths)
     refs = list(paths)
     codecs = {r: Codec.load(paths[r], device=device, expect_arch=codec_arch(r)) for r in refs}
