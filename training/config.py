@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.errors import ConfigError
 from shared.models.architectures import ModelConfig
@@ -128,6 +128,13 @@ class TrainConfig(BaseModel):
     loss: LossWeights = Field(default_factory=LossWeights)
     task: TaskSection = Field(default_factory=TaskSection)
 
+    @model_validator(mode="after")
+    def _mic_weights_fit_the_model(self) -> TrainConfig:
+        w, m = self.train.loss_mic_weights, self.model.num_mics
+        if w is not None and (len(w) != m or min(w) < 0 or sum(w) <= 0):
+            raise ValueError(f"train.loss_mic_weights must be {m} non-negative numbers with a positive sum, got {w}")
+        return self
+
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
@@ -163,7 +170,10 @@ def describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
-        problems.append(f"unknown key {where!r}" if err["type"] == "extra_forbidden" else f"{where}: {err['msg']}")
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key {where!r}")
+        else:  # a check across sections has no location; its message names the key
+            problems.append(f"{where}: {err['msg']}" if where else err["msg"].removeprefix("Value error, "))
     return "; ".join(problems)
 
 

@@ -74,14 +74,11 @@ class BottleneckedAutoencoder(nn.Module):
 def _mic_scale(cfg: TrainConfig, device: torch.device | str) -> torch.Tensor | None:
     """``[1, M, 1, 1, 1]`` factors ``sqrt(w_m / mean w)`` of ``train.loss_mic_weights`` (None:
     every microphone alike)."""
-    w = cfg.train.loss_mic_weights
+    w = cfg.train.loss_mic_weights  # checked against the model when the config is read
     if w is None:
         return None
-    m = cfg.model.num_mics
-    if len(w) != m or min(w) < 0 or sum(w) <= 0:
-        raise ConfigError(f"train.loss_mic_weights must be {m} non-negative numbers with a positive sum, got {w}")
     t = torch.tensor(w, dtype=torch.float32, device=device)
-    return (t / t.mean()).sqrt().view(1, m, 1, 1, 1)
+    return (t / t.mean()).sqrt().view(1, len(w), 1, 1, 1)
 
 
 def resolve_bottleneck(cfg: TrainConfig) -> str:
