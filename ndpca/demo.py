@@ -79,10 +79,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="data set seed (default 0, the training data's: the room is the first of "
                    "its held-out test split, unseen rooms and speakers)")
     p.add_argument("--port", type=int, default=0, help="receiver port (0: a free one)")
-    p.add_argument("--enhancer", choices=["auto", "identity", "sgmse", "classical"], default="identity",
-                   help="receiver enhancement stage (default identity: the decoded microphones; classical: "
-                        "streaming MVDR beamformer and Wiener post-filter; sgmse: the score-based enhancer; "
-                        "auto: sgmse when an enhancer checkpoint is in --checkpoint-dir)")
+    p.add_argument("--enhancer", choices=["auto", "identity", "sgmse", "classical"], default="auto",
+                   help="receiver enhancement stage (default auto: sgmse, the receiver's real-time "
+                        "enhancer, when an enhancer checkpoint is in --checkpoint-dir, else identity; identity: "
+                        "the decoded microphones; classical: streaming MVDR beamformer and Wiener post-filter)")
     p.add_argument("--enhance-sampler", default=None,
                    help="sgmse sampler preset (default: the enhancer checkpoint's own, its real-time mode)")
     p.add_argument("--enhance-context", type=int, default=None,
@@ -217,8 +217,11 @@ def _env() -> dict[str, str]:
 
 def start_receiver(port: int, checkpoint: Path, log_path: Path, extra: list[str],
                    env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``ndpca serve`` on loopback; without ``--enhancer`` in ``extra`` it runs the identity stage
+    (the benchmarks and load tests measure the codec and the transport, not the enhancer)."""
+    enhancer = [] if "--enhancer" in extra else ["--enhancer", "identity"]
     cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--checkpoint", str(checkpoint), "--device", "auto", *extra]
+           "--checkpoint", str(checkpoint), "--device", "auto", *enhancer, *extra]
     environ = _env()
     environ.pop("OMP_NUM_THREADS", None)
     environ.update(env or {})
@@ -290,7 +293,7 @@ def enhancer_args(args: argparse.Namespace) -> list[str]:
 
     choice = getattr(args, "enhancer", "identity")
     if choice == "identity":
-        return []
+        return ["--enhancer", "identity"]
     if choice == "classical":
         return ["--enhancer", "classical"]
     found = find_checkpoint("enhancer", args.checkpoint_dir)
@@ -298,7 +301,7 @@ def enhancer_args(args: argparse.Namespace) -> list[str]:
         if choice == "sgmse":
             raise UserError(f"no enhancer checkpoint in {args.checkpoint_dir}/; train one with "
                             "`ndpca train-enhancer --ship checkpoints` or use --enhancer identity")
-        return []
+        return ["--enhancer", "identity"]
     sampler = getattr(args, "enhance_sampler", None)
     return ["--enhancer", "sgmse", "--enhancer-checkpoint", str(found),
             *(["--enhance-sampler", sampler] if sampler else []),
@@ -322,7 +325,8 @@ def run_demo(args: argparse.Namespace) -> int:
         return 0
     port, base, url, logs = endpoints(args, out)
     rx_log = logs / "receiver.log"
-    enh = enhancer_args(args)
+    # an untrained codec's output is no input for the trained enhancer: auto means identity then
+    enh = ["--enhancer", "identity"] if prep.random_model and args.enhancer == "auto" else enhancer_args(args)
     rx = start_receiver(port, prep.checkpoint, rx_log, [
         "--session", SESSION, "--token-file", str(prep.token_file), "--trace", str(prep.trace),
         "--reference", str(prep.clean), "--mics-reference", str(prep.room), "--mode", "lockstep" if args.fast else "realtime",
@@ -358,7 +362,7 @@ def run_demo(args: argparse.Namespace) -> int:
             edge_stats[str(s)] = data
     stats["edges"] = edge_stats
     stats["demo"] = {"random_model": prep.random_model, "checkpoint": str(prep.checkpoint),
-                     "enhancer": enh[1] if enh else "identity", "enhancer_options": enh[2:],
+                     "enhancer": enh[1], "enhancer_options": enh[2:],
                      "room": str(prep.room), "seconds": args.seconds, "mode": "lockstep" if args.fast else "realtime",
                      "wall_seconds": time.time() - t_start}
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
@@ -373,7 +377,7 @@ def run_demo(args: argparse.Namespace) -> int:
               f"{_db(q.get('snr_db_overall'))}, of all mics vs the captured mics "
               f"{_db(q.get('mics_snr_db_overall'))}"
               + ("  (untrained model)" if prep.random_model else ""))
-    report = quality_report(prep, out / "decoded.wav", stats, bool(enh), out / "edges")
+    report = quality_report(prep, out / "decoded.wav", stats, enh[1] != "identity", out / "edges")
     stats["demo"]["quality"] = report
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
     print_quality(report)

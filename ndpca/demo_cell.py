@@ -173,11 +173,11 @@ def run_demo_cell(args: argparse.Namespace) -> int:
         room_dir = out / name
         st = stats[name]
         st["demo"] = {"random_model": p.random_model, "checkpoint": str(p.checkpoint),
-                      "enhancer": "sgmse" if enh else "identity", "room": str(p.room),
+                      "enhancer": enh[1], "room": str(p.room),
                       "seed": args.seed + i, "seconds": args.seconds, "cell": CELL,
                       "cell_rule": args.cell_rule, "mode": "lockstep" if args.fast else "realtime"}
         plot_allocation(st, room_dir / "allocation.png")
-        st["demo"]["quality"] = report = quality_report(p, room_dir / "decoded.wav", st, bool(enh),
+        st["demo"]["quality"] = report = quality_report(p, room_dir / "decoded.wav", st, enh[1] != "identity",
                                                            room_dir / "edges")
         (room_dir / "stats.json").write_text(json.dumps(st, indent=1))
         s = st["summary"]

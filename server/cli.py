@@ -47,8 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-connections-per-ip", type=int, help="open websockets per client address (default 128)")
     p.add_argument("--max-batch", type=int, help="steps decoded together at most (default 64)")
     p.add_argument("--threads", type=int, help="torch CPU threads for decoding (default 1)")
-    p.add_argument("--enhancer", choices=["identity", "sgmse", "classical"],
-                   help="enhancement stage (default identity; classical: streaming MVDR + Wiener post-filter)")
+    p.add_argument("--enhancer", choices=["auto", "identity", "sgmse", "classical"], default="auto",
+                   help="enhancement stage (default auto: sgmse, the real-time enhancer, when an enhancer "
+                        "checkpoint is found, else identity; classical: streaming MVDR + Wiener post-filter)")
     p.add_argument("--enhancer-checkpoint", help="sgmse: enhancer checkpoint (default checkpoints/enhancer-*.ckpt)")
     p.add_argument("--enhance-sampler",
                    help="sgmse sampler preset: predictive, realtime, fast, quality (default: the checkpoint's own)")
@@ -59,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "was trained for, else 0)")
     p.add_argument("--beamform-min-share", type=float,
                    help="classical stage: a source's microphones join the beamformer when it sent at least "
-                        "this share of its components in the step (default 0: any component)")
+                        "this share of its components in the step (default 1: full width only; 0: any component)")
     p.add_argument("--step-profile", choices=["water", "uniform"],
                    help="quantiser steps (default water: a step per component, reverse water-filling; "
                         "uniform: the paper's one step sqrt(12 D) for every coefficient)")
@@ -90,7 +91,7 @@ def _check_checkpoint(settings, explicit_arch: str | None) -> None:
     if explicit_arch and arch != explicit_arch:
         raise CheckpointError(f"{path} holds architecture {arch!r}, but --arch {explicit_arch} was "
                               f"asked for; pass a checkpoint trained for {explicit_arch!r}")
-    if settings.enhancer == "sgmse" and settings.enhancer_checkpoint:
+    if settings.enhancer in ("sgmse", "auto") and settings.enhancer_checkpoint:
         load_checkpoint(settings.enhancer_checkpoint, expect_kind="enhancer")
 
 

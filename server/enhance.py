@@ -4,6 +4,8 @@ A stage maps a batch of decoded spectra ``[B, M, 2, F, T]`` (the codec's channel
 representation) to output spectra ``[B, C, 2, F, T]`` in the same representation, where
 ``C = stage.out_channels(M)``:
 
+* ``auto`` (``ndpca serve``'s default): ``sgmse`` in its real-time mode when an enhancer
+  checkpoint is found and works on the codec's STFT, else ``identity``;
 * ``identity``: the decoded microphones unchanged (``C = M``);
 * ``sgmse``: the score-based enhancer (:class:`shared.enhancer.ScoreEnhancer`) restores the
   reference microphone (``C = 1``, the enhanced speech), or every microphone with
@@ -25,6 +27,7 @@ New stages register a factory ``(codec, options) -> stage`` under a name.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import threading
 import time
@@ -37,6 +40,8 @@ import torch
 
 from shared.codec import Codec
 from shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class Enhancer(Protocol):
@@ -240,10 +245,12 @@ class ClassicalStreamingEnhancer:
 
 #: A source's microphones join the beamformer of the classical stage when the source sent at
 #: least this share of its components in the step (the reference microphone counts with any).
-#: 0: any component. A microphone rebuilt from a few components is mostly its latent's mean,
-#: yet on validation rooms beamforming with it still raised PESQ-WB and SI-SDR more than
-#: leaving it out raised STOI (docs/enhancer.md, "Which microphones the beamformer uses").
-BEAMFORM_MIN_SHARE = 0.0
+#: 1: only a source sent at full width joins (below full width the beamformer is the reference
+#: microphone's Wiener post-filter); 0: any component. On a live channel the allocation changes
+#: from step to step, and a beamformer whose microphones come and go with it lowers STOI below
+#: the decoder output's; with 1 the enhancer raises PESQ-WB, STOI and SI-SDR on validation rooms
+#: at varying and fixed budgets (docs/enhancer.md, "Which microphones the beamformer uses").
+BEAMFORM_MIN_SHARE = 1.0
 
 
 def beamforming_mask(codec: Codec, sent: Sequence[int], min_share: float = BEAMFORM_MIN_SHARE,
@@ -281,8 +288,28 @@ def _classical(codec: Codec, options: dict[str, Any]) -> Enhancer:
     return ClassicalStreamingEnhancer(codec, int(options.get("ref_mic") or 0))
 
 
+def _auto(codec: Codec, options: dict[str, Any]) -> Enhancer:
+    """``sgmse`` in its checkpoint's real-time mode when an enhancer checkpoint is there (given,
+    or the newest in the checkpoint folder) and works on the codec's STFT; otherwise ``identity``,
+    with a log line that says why."""
+    from shared.enhancer import ScoreEnhancer
+    from shared.streaming import find_checkpoint
+
+    directory = options.get("checkpoint_dir") or "checkpoints"
+    path = options.get("checkpoint") or find_checkpoint("enhancer", directory)
+    if path is None:
+        log.info("enhancer auto: no enhancer checkpoint in %s/, running the identity stage", directory)
+        return IdentityEnhancer()
+    stft = ScoreEnhancer.load(path).stft
+    if stft != codec.cfg.stft:
+        log.warning("enhancer auto: %s works on the %r STFT, the codec on %r; running the identity stage",
+                    path, stft, codec.cfg.stft)
+        return IdentityEnhancer()
+    return _sgmse(codec, {**options, "checkpoint": str(path)})
+
+
 ENHANCERS: dict[str, Callable[[Codec, dict[str, Any]], Enhancer]] = {
-    "identity": _identity, "sgmse": _sgmse, "classical": _classical}
+    "auto": _auto, "identity": _identity, "sgmse": _sgmse, "classical": _classical}
 
 
 def register_enhancer(name: str, factory: Callable[[Codec, dict[str, Any]], Enhancer]) -> None:

@@ -108,7 +108,7 @@ class ReceiverSettings(BaseSettings):
     enhance_context: int | None = Field(None, ge=0)  # sgmse: past frames enhanced with each step (None: the checkpoint's)
     # classical stage: a source's microphones join the beamformer when it sent at least this share
     # of its components in the step (server.enhance.BEAMFORM_MIN_SHARE)
-    beamform_min_share: float = Field(0.0, ge=0, le=1)
+    beamform_min_share: float = Field(1.0, ge=0, le=1)  # 1: full width only
     # quantiser steps (shared/steps.py); None: the codec's own (water for a loaded checkpoint)
     step_profile: Literal["uniform", "water"] | None = None
     max_batch: int = Field(64, ge=1)

@@ -47,24 +47,44 @@ def parse_stage(spec: str, checkpoint: Path | None) -> tuple[str, dict[str, Any]
 
 def run_stage(stage, codec, spectra: torch.Tensor, active: torch.Tensor, key: str) -> torch.Tensor:
     """Spectra ``[M, 2, F, T]`` (T a multiple of the step) -> the stage's output ``[C, 2, F, T]``,
-    one call per step as the receiver's decoder makes them."""
+    one call per step as the receiver's decoder makes them. ``active``: the microphones that
+    carry signal, ``[M]`` for every step or ``[steps, M]`` step by step."""
     g = codec.frames_per_step
     rows = []
-    for i in range(0, spectra.shape[-1], g):
+    for j, i in enumerate(range(0, spectra.shape[-1], g)):
         x = spectra[None, ..., i : i + g]
-        rows.append(stage(x, keys=[key], active=active[None]) if getattr(stage, "stateful", False) else stage(x))
+        act = active if active.dim() == 1 else active[min(j, active.shape[0] - 1)]
+        rows.append(stage(x, keys=[key], active=act[None]) if getattr(stage, "stateful", False) else stage(x))
     if hasattr(stage, "release"):
         stage.release(key)
     return torch.cat(rows, dim=-1)[0]
 
 
+def varying_schedule(n_steps: int, levels: int, seed: int, stay: float = 0.7) -> np.ndarray:
+    """Which of ``levels`` budgets each step gets: a seeded random walk that keeps its level with
+    probability ``stay`` and otherwise moves one level up or down, as a fading channel moves the
+    receiver's budget from step to step."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_steps, dtype=int)
+    j = int(rng.integers(levels))
+    for i in range(n_steps):
+        if i and rng.random() > stay:
+            j = int(np.clip(j + rng.choice((-1, 1)), 0, levels - 1))
+        out[i] = j
+    return out
+
+
 def evaluate_stages(examples: Sequence[dict[str, Any]], codec, bandwidths: Sequence[int],
                     stages: dict[str, Any], noisy: bool = True,
-                    min_share: float | None = None) -> list[dict[str, Any]]:
+                    min_share: float | None = None, varying: bool = False) -> list[dict[str, Any]]:
     """Mean scores per (input, stage) over ``examples`` (``mics`` ``[M, N]``, ``clean`` ``[N]``
     tensors), with each input's measured room rate and each stage's CPU seconds per second.
     ``min_share``: the beamformer's rule (:func:`server.enhance.beamforming_mask`; None: the
-    receiver's default)."""
+    receiver's default). ``varying``: one more input whose budget changes from step to step
+    among ``bandwidths`` (:func:`varying_schedule`, seeded per room), so that the allocation, and
+    with it the microphones the beamformer may use, changes as it does on a live channel. Each
+    step is coded and decoded on its own, so that input is exact: step ``i`` of the decoded
+    spectra at its step's budget."""
     from server.enhance import BEAMFORM_MIN_SHARE, beamforming_mask
 
     share = BEAMFORM_MIN_SHARE if min_share is None else min_share
@@ -82,6 +102,7 @@ def evaluate_stages(examples: Sequence[dict[str, Any]], codec, bandwidths: Seque
             spec = torch.nn.functional.pad(spec, (0, pad))
             inputs.append(("noisy", spec, torch.ones(mics.shape[0], dtype=torch.bool), float("nan")))
         coeffs = codec.signal_coefficients(mics)
+        fixed = []
         for bw in bandwidths:
             with torch.no_grad():
                 _, stats = codec.code_signal(mics, bw, coefficients=coeffs)
@@ -89,7 +110,14 @@ def evaluate_stages(examples: Sequence[dict[str, Any]], codec, bandwidths: Seque
             pad = (-spec.shape[-1]) % g
             spec = torch.nn.functional.pad(spec, (0, pad))
             active = beamforming_mask(codec, stats["allocation"], share)
+            fixed.append((spec, active, stats["bits_per_chunk"]))
             inputs.append((f"decoded L={bw}", spec, active, stats["bitrate_bps"] / 1e3))
+        if varying:
+            sched = varying_schedule(fixed[0][0].shape[-1] // g, len(fixed), seed=e)
+            spec = torch.cat([fixed[j][0][..., i * g : (i + 1) * g] for i, j in enumerate(sched)], dim=-1)
+            active = torch.stack([fixed[j][1] for j in sched])
+            kbps = float(np.mean([fixed[j][2] for j in sched])) / codec.chunk_seconds / 1e3  # mean bits of each level
+            inputs.append((f"decoded, L varying over {','.join(map(str, bandwidths))}", spec, active, kbps))
         for in_name, spec, active, kbps in inputs:
             for name, stage in stages.items():
                 t0 = time.perf_counter()
@@ -141,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--beamform-min-share", type=float, default=None,
                    help="share of a source's components it must send for its microphones to join the "
                         "beamformer (default: the receiver's)")
+    p.add_argument("--varying", action="store_true",
+                   help="also an input whose budget changes from step to step among --bandwidths (a seeded "
+                        "random walk), as on a live channel")
     p.add_argument("--csv", type=Path, default=None, help="also write the rows here")
     args = p.parse_args(argv)
 
@@ -156,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stages[spec] = build_enhancer(name, codec, options)
     bandwidths = [int(b) for b in args.bandwidths.split(",") if b]
     rows = evaluate_stages(examples, codec, bandwidths, stages, noisy=not args.no_noisy,
-                           min_share=args.beamform_min_share)
+                           min_share=args.beamform_min_share, varying=args.varying)
     print(f"{len(examples)} {args.split} examples of {args.data}; codec {Path(codec_path).name}; "
           f"enhancer {args.enhancer_checkpoint or 'newest in checkpoints/'}")
     print(markdown(rows))

@@ -9,6 +9,7 @@ from streaming_harness import Edges, Receiver, offline_decode, one_torch_thread 
 
 from server.enhance import BEAMFORM_MIN_SHARE, ScoreBasedEnhancer, beamforming_mask, build_enhancer
 from server.settings import ReceiverSettings
+from shared.checkpoint import load_checkpoint
 from shared.enhancer import SCORE_NET_PRESETS, ScoreEnhancer
 from shared.errors import CheckpointError, ConfigError
 
@@ -240,3 +241,26 @@ def test_beamformer_takes_the_microphones_of_sources_that_sent_enough():
     assert ReceiverSettings(session="r", token=TOKEN).beamform_min_share == BEAMFORM_MIN_SHARE
     with pytest.raises(ValueError):
         ReceiverSettings(session="r", token=TOKEN, beamform_min_share=1.5)
+
+
+def test_auto_stage_runs_the_enhancer_when_one_is_there(enhancer_file, tmp_path, caplog):
+    """``auto`` (the receiver command's default): the newest enhancer checkpoint of the folder,
+    in its real-time mode, when it works on the codec's STFT; otherwise the identity stage, with
+    a log line that says why."""
+    codec = tiny_codec()
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    with caplog.at_level("INFO", logger="server.enhance"):
+        assert build_enhancer("auto", codec, {"checkpoint_dir": str(folder)}).name == "identity"
+    assert "no enhancer checkpoint" in caplog.text
+    digest = load_checkpoint(enhancer_file).header["sha256"]
+    (folder / f"enhancer-{digest[:8]}.ckpt").write_bytes(enhancer_file.read_bytes())
+    stage = build_enhancer("auto", codec, {"checkpoint_dir": str(folder)})
+    assert isinstance(stage, ScoreBasedEnhancer)
+    assert stage.sampler == ScoreEnhancer.load(enhancer_file).sampler  # the checkpoint's own mode
+    other = ScoreEnhancer(SCORE_NET_PRESETS["tiny"], stft="paper")
+    other.save(folder / "enhancer-zz-other-stft.ckpt")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="server.enhance"):
+        stage = build_enhancer("auto", codec, {"checkpoint": str(folder / "enhancer-zz-other-stft.ckpt")})
+    assert stage.name == "identity" and "STFT" in caplog.text
