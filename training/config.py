@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -64,6 +64,9 @@ class TrainSection(BaseModel):
     # weight of each microphone in the reconstruction terms (None: all alike); the spectra of
     # microphone m are scaled by sqrt(w_m / mean w) before the terms compare them
     loss_mic_weights: list[float] | None = None
+    # speed perturbation: every training example is also kept resampled by each factor (0.9:
+    # 10 % slower and lower, as Kaldi's speed perturbation), new talkers from the same speech
+    speed_perturb: list[Annotated[float, Field(gt=0.5, lt=2.0)]] = Field(default_factory=list)
     linear_lr_scale: float = Field(1.0, ge=0)  # learning rate of the PCA-initialised linear maps, relative
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)

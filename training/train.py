@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -193,7 +194,28 @@ def load_training_audio(cfg: TrainConfig, split: str = "train", with_clean: bool
                                  f"{cfg.model.num_mics}")
             out.append(mics)
             clean.append(item["clean"])
+    if cfg.train.speed_perturb:
+        out = speed_perturbed(out, cfg.train.speed_perturb)
+        clean = speed_perturbed(clean, cfg.train.speed_perturb)
     return (out, clean) if with_clean else out
+
+
+def speed_perturbed(signals: list[torch.Tensor], factors: list[float]) -> list[torch.Tensor]:
+    """``signals`` (each ``[..., N]``) followed by each of them resampled by every factor:
+    played ``f`` times faster (``f`` < 1: slower and lower), so ``N / f`` samples long. Pitch,
+    formants and tempo move together, as in Kaldi's speed perturbation: new talkers from the same
+    speech."""
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    out = list(signals)
+    for f in factors:
+        r = Fraction(f).limit_denominator(100)  # 0.9 -> 9/10: up 10, down 9
+        for x in signals:
+            y = resample_poly(x.numpy(), r.denominator, r.numerator, axis=-1)
+            out.append(torch.from_numpy(y.astype(np.float32)))
+    return out
 
 
 def _repo_path(path: str) -> Path:

@@ -207,3 +207,26 @@ def test_training_with_loss_mic_weights_writes_a_loadable_codec(data_dir, tmp_pa
                               "train": {"steps": 3, "loss_mic_weights": [1.0, 0.25, 0.25, 0.25]}})
     path = train(cfg, tmp_path / "run", out=tmp_path / "codec.ckpt", progress=False)
     assert Codec.load(path).cfg.num_mics == 4
+
+
+def test_speed_perturbation_adds_resampled_copies_and_is_checked(data_dir):
+    """train.speed_perturb: each example is kept, then again at every factor, N / f samples
+    long, with the signal's pitch moved by f (a 500 Hz tone at 0.9x speed becomes 450 Hz)."""
+    from training.train import load_training_audio, speed_perturbed
+
+    sr, n = 16000, 16000
+    tone = torch.sin(2 * torch.pi * 500 * torch.arange(n) / sr)[None].repeat(2, 1)
+    out = speed_perturbed([tone], [0.9, 1.1])
+    assert [x.shape[0] for x in out] == [2, 2, 2]
+    assert [abs(x.shape[-1] - n / f) <= 1 for x, f in zip(out, (1.0, 0.9, 1.1))] == [True] * 3
+    assert torch.equal(out[0], tone)
+    for x, f in zip(out[1:], (0.9, 1.1)):
+        peak = torch.fft.rfft(x[0]).abs().argmax().item() * sr / x.shape[-1]
+        assert peak == pytest.approx(500 * f, abs=2)
+    cfg = load_config(DEBUG, {"data": {"dir": str(data_dir)}, "train": {"speed_perturb": [0.9]}})
+    plain = load_training_audio(load_config(DEBUG, {"data": {"dir": str(data_dir)}}))
+    perturbed = load_training_audio(cfg)
+    assert len(perturbed) == 2 * len(plain)
+    assert abs(perturbed[len(plain)].shape[-1] - plain[0].shape[-1] / 0.9) <= 1
+    with pytest.raises(ConfigError, match="speed_perturb"):
+        load_config(DEBUG, {"train": {"speed_perturb": [3.0]}})
