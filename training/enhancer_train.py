@@ -67,6 +67,9 @@ class InputsSection(BaseModel):
     # streaming classical stage over every microphone ("classical": MVDR and Wiener post-filter,
     # step by step as the receiver runs it), so that the score model starts from the beamformer
     front_end: Literal["mic", "classical"] = "mic"
+    # classical front end on decoded inputs: the beamformer's rule (server.enhance.beamforming_mask;
+    # None: the receiver's default share)
+    beamform_min_share: float | None = Field(None, ge=0, le=1)
 
 
 class EnhancerTrainSection(BaseModel):
@@ -89,6 +92,20 @@ class EnhancerTrainSection(BaseModel):
     # predictive: count only the last frames of each crop in the loss (the receiver runs the
     # network over its context plus the newest step and plays the step's frames); None: all
     loss_frames: int | None = Field(None, ge=1)
+    # predictive, streaming: each crop holds this many consecutive steps, and the network runs over
+    # them as the receiver does (a view of `frames` frames sliding by `loss_frames`), so that
+    # terms over longer spans than one step (the STOI term) see the output the receiver plays
+    sequence_steps: int = Field(1, ge=1)
+    # weight of the STOI term (training.losses.stoi_envelope_loss, band envelopes over 384 ms)
+    # beside the regression loss; it needs sequence_steps * loss_frames >= 48 frames
+    stoi_weight: float = Field(0.0, ge=0)
+    # start from an enhancer checkpoint's weights (fine-tuning) instead of at random
+    init_from: str | None = None
+
+    @property
+    def crop_frames(self) -> int:
+        """Frames of a training crop: the view plus the steps it slides over."""
+        return self.frames + (self.sequence_steps - 1) * (self.loss_frames or 0)
 
 
 class EnhancerConfig(BaseModel):
@@ -109,6 +126,13 @@ def load_enhancer_config(path: str | Path, overrides: dict[str, Any] | None = No
         raise ConfigError(f"{path}: {describe_validation_error(exc)} (see training/configs/enhancer.toml)") from None
     if cfg.enhancer.net not in SCORE_NET_PRESETS:
         raise ConfigError(f"{path}: enhancer.net {cfg.enhancer.net!r} is not one of {sorted(SCORE_NET_PRESETS)}")
+    t = cfg.train
+    if (t.sequence_steps > 1 or t.stoi_weight > 0) and (t.objective != "predictive" or not t.loss_frames):
+        raise ConfigError(f"{path}: train.sequence_steps and train.stoi_weight need the predictive objective "
+                          "with train.loss_frames (the streaming recipe)")
+    if t.stoi_weight > 0 and t.sequence_steps * (t.loss_frames or 0) < 48:
+        raise ConfigError(f"{path}: the STOI term needs train.sequence_steps * train.loss_frames >= 48 frames "
+                          f"(384 ms), got {t.sequence_steps} * {t.loss_frames}")
     sampler = sampler_from_name(cfg.enhancer.sampler)
     if (sampler.mode == "predictive") != (cfg.train.objective == "predictive"):
         raise ConfigError(f"{path}: enhancer.sampler {cfg.enhancer.sampler!r} and train.objective "
@@ -196,7 +220,10 @@ def build_pairs(cfg: EnhancerConfig, split: str, run_dir: Path | None = None,
         if codec.cfg.representation != "complex" or codec.cfg.stft != cfg.enhancer.stft:
             raise ConfigError(f"codec {path} uses {codec.cfg.representation}/{codec.cfg.stft}; the enhancer "
                               f"needs a complex-representation codec on the {cfg.enhancer.stft!r} preset")
-        tag = "" if front == "mic" else f"-{front}"
+        from server.enhance import BEAMFORM_MIN_SHARE, beamforming_mask
+
+        share = BEAMFORM_MIN_SHARE if cfg.inputs.beamform_min_share is None else cfg.inputs.beamform_min_share
+        tag = "" if front == "mic" else f"-{front}" + ("" if share == 0 else f"-share{share:g}")
         cache = (run_dir / f"decoded-{split}-{codec.sha256[:12]}-{n}{tag}.pt") if run_dir else None
         if cache is not None and cache.is_file():
             decoded_pairs = torch.load(cache, weights_only=True)
@@ -207,13 +234,11 @@ def build_pairs(cfg: EnhancerConfig, split: str, run_dir: Path | None = None,
                     total = rng.choice(cfg.inputs.bandwidths)
                     _, stats = codec.code_signal(ex["mics"], total)
                     spectra = stats["spectra"].cpu()
-                    active = torch.zeros(spectra.shape[0], dtype=torch.bool)
-                    for k, mics in zip(stats["allocation"], codec.mic_groups):
-                        active[mics] = k > 0
+                    active = beamforming_mask(codec, stats["allocation"], share)
                     decoded_pairs.append((front_end_channels(spectra, front, codec.frames_per_step, active).clone(), x))
             if cache is not None:
                 torch.save(decoded_pairs, cache)
-    return PairBank(mic_pairs, decoded_pairs, cfg.train.frames)
+    return PairBank(mic_pairs, decoded_pairs, cfg.train.crop_frames)
 
 
 def make_enhancer(cfg: EnhancerConfig) -> ScoreEnhancer:
@@ -221,6 +246,25 @@ def make_enhancer(cfg: EnhancerConfig) -> ScoreEnhancer:
     return ScoreEnhancer(SCORE_NET_PRESETS[e.net], SDEConfig(e.theta, e.sigma_min, e.sigma_max, e.t_eps),
                          sampler_from_name(e.sampler), stft=e.stft, representation="complex",
                          predictive=cfg.train.objective == "predictive")
+
+
+def streaming_loss(enh: ScoreEnhancer, x0: torch.Tensor, y: torch.Tensor, t: EnhancerTrainSection,
+                   terms: dict[str, float]) -> torch.Tensor:
+    """The predictive network over ``t.sequence_steps`` consecutive steps of each crop, as the
+    receiver runs it (:meth:`ScoreEnhancer.predict_streaming`): the regression loss on every
+    frame it plays, plus ``t.stoi_weight`` times the STOI term over them. Fills ``terms``."""
+    from training.losses import stoi_envelope_loss
+
+    assert t.loss_frames is not None
+    est = enh.predict_streaming(y, t.frames, t.loss_frames)
+    target = x0[..., t.frames - t.loss_frames :]
+    loss = enh.regression_loss(est, target)
+    terms["regression"] = round(loss.item(), 5)
+    if t.stoi_weight > 0:
+        stoi_term = stoi_envelope_loss(est, target, get_preset(enh.stft))
+        terms["stoi_term"] = round(stoi_term.item(), 5)
+        loss = loss + t.stoi_weight * stoi_term
+    return loss
 
 
 def train_enhancer(cfg: EnhancerConfig, run_dir: Path, out: Path | None = None, resume: bool = False,
@@ -236,6 +280,16 @@ def train_enhancer(cfg: EnhancerConfig, run_dir: Path, out: Path | None = None, 
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
     bank = build_pairs(cfg, "train", run_dir, progress)
     enh = make_enhancer(cfg).to(device)
+    if t.init_from:
+        start_from = ScoreEnhancer.load(t.init_from)
+        if start_from.stft != cfg.enhancer.stft:
+            raise ConfigError(f"train.init_from {t.init_from} works on the {start_from.stft!r} STFT, "
+                              f"the config on {cfg.enhancer.stft!r}")
+        try:
+            enh.load_state_dict(start_from.state_dict())
+        except RuntimeError:
+            raise ConfigError(f"train.init_from {t.init_from} is not a {cfg.enhancer.net!r} network with this "
+                              "config's objective; start from a checkpoint of the same recipe") from None
     ema = make_enhancer(cfg).to(device)
     ema.load_state_dict(enh.state_dict())
     ema.requires_grad_(False)
@@ -260,7 +314,10 @@ def train_enhancer(cfg: EnhancerConfig, run_dir: Path, out: Path | None = None, 
                 g["lr"] = warmup_cosine_lr(step, t.steps, t.lr, t.lr_min)
             y, x = bank.sample(t.batch_size, cfg.inputs.decoded_prob, gen)
             enh.train()
-            if t.objective == "predictive":
+            terms: dict[str, float] = {}
+            if t.objective == "predictive" and t.sequence_steps > 1:
+                loss = streaming_loss(enh, x.to(device), y.to(device), t, terms)
+            elif t.objective == "predictive":
                 loss = enh.predictive_loss(x.to(device), y.to(device), t.loss_frames)
             else:
                 loss = enh.dsm_loss(x.to(device), y.to(device), generator=noise_gen)
@@ -275,7 +332,7 @@ def train_enhancer(cfg: EnhancerConfig, run_dir: Path, out: Path | None = None, 
                     pe.lerp_(p, 1 - decay)
             if step % t.log_every == 0 or step == t.steps - 1:
                 rec = {"step": step, "loss": round(loss.item(), 5), "lr": opt.param_groups[0]["lr"],
-                       "elapsed_s": round(time.time() - t0, 1)}
+                       "elapsed_s": round(time.time() - t0, 1), **terms}
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}")

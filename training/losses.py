@@ -142,3 +142,35 @@ def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, float]) ->
     if total is None:
         raise ValueError("all loss weights are zero")
     return total
+
+
+def stoi_envelope_loss(est: torch.Tensor, ref: torch.Tensor, preset: StftPreset, segment_frames: int = 48,
+                       segment_hop: int = 4, min_freq: float = 150.0, bands: int = 15,
+                       clip_db: float = -15.0) -> torch.Tensor:
+    """One minus STOI's intermediate intelligibility measure, computed in this STFT: the
+    correlation of one-third-octave band envelopes of ``est`` and ``ref`` (compressed complex
+    channels ``[B, 2, F, T]``) over segments of ``segment_frames`` frames (48 frames of 8 ms:
+    STOI's 384 ms), after STOI's normalisation and clipping of the estimate (Taal et al. 2011).
+    Differentiable; no silent-frame removal (a training crop is short). The band matrix is
+    pystoi's, the metric we report."""
+    from pystoi.utils import thirdoct
+
+    obm, _ = thirdoct(preset.sample_rate, preset.n_fft, bands, min_freq)
+    obm_t = torch.as_tensor(obm, dtype=est.dtype, device=est.device)  # [J, F]
+    if est.shape[-1] < segment_frames:
+        raise ValueError(f"the STOI term needs at least {segment_frames} frames, got {est.shape[-1]}")
+
+    def envelopes(ch: torch.Tensor) -> torch.Tensor:  # -> [B, J, S, N]
+        power = from_channels(ch, "complex").abs().square()  # [B, F, T]
+        env = torch.sqrt(torch.einsum("jf,bft->bjt", obm_t, power) + 1e-10)
+        return env.unfold(-1, segment_frames, segment_hop)
+
+    x, y = envelopes(ref), envelopes(est)
+    scale = x.norm(dim=-1, keepdim=True) / (y.norm(dim=-1, keepdim=True) + 1e-8)
+    y = torch.minimum(y * scale, x * (1 + 10 ** (-clip_db / 20)))
+    x = x - x.mean(dim=-1, keepdim=True)
+    y = y - y.mean(dim=-1, keepdim=True)
+    xn = x.norm(dim=-1)
+    corr = (x * y).sum(-1) / (xn * y.norm(dim=-1) + 1e-8)
+    live = (xn > 1e-6 * xn.amax().clamp_min(1e-12)).to(corr.dtype)  # digital silence has no envelope
+    return 1 - (corr * live).sum() / live.sum().clamp_min(1.0)

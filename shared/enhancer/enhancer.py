@@ -125,8 +125,24 @@ class ScoreEnhancer(nn.Module):
         est = self.predict(y)
         if last_frames:
             est, x0 = est[..., -last_frames:], x0[..., -last_frames:]
+        return self.regression_loss(est, x0)
+
+    @staticmethod
+    def regression_loss(est: Tensor, x0: Tensor) -> Tensor:
+        """The mean squared error of compressed complex spectra ``[..., 2, F, T]`` plus that of
+        their magnitudes."""
         mag = lambda v: torch.sqrt(v.square().sum(dim=-3) + 1e-8)  # noqa: E731
         return (est - x0).square().mean() + (mag(est) - mag(x0)).square().mean()
+
+    def predict_streaming(self, y: Tensor, window: int, hop: int) -> Tensor:
+        """The predictive network as the receiver runs it over a sequence ``[B, 2, F, T]``: on
+        every ``window``-frame view ending at ``window, window + hop, ...`` frames, keeping the
+        view's last ``hop`` frames (its step; the frames before it are context). Returns
+        ``[B, 2, F, T - window + hop]``, the output from frame ``window - hop`` on."""
+        views = y.unfold(-1, window, hop)  # [B, 2, F, S, window]
+        b, c, f, s, w = views.shape
+        est = self.predict(views.permute(0, 3, 1, 2, 4).reshape(b * s, c, f, w))[..., -hop:]
+        return est.reshape(b, s, c, f, hop).permute(0, 2, 3, 1, 4).reshape(b, c, f, s * hop)
 
     def posterior_mean(self, x_t: Tensor, y: Tensor, t: Tensor | float) -> Tensor:
         """Tweedie's estimate of the clean ``x0`` from ``x_t`` at time ``t``:

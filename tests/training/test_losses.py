@@ -35,3 +35,33 @@ def test_psnr_and_snr_definitions():
     assert torch.all(psnr_db(near, x) > psnr_db(far, x))
     assert torch.all(spectral_snr_db(near, x) > spectral_snr_db(far, x))
     assert spectral_snr_db(x, x).min() > 60
+
+
+def test_stoi_term_follows_stoi():
+    """The STOI term is 0 for the reference itself, grows as noise masks the speech's band
+    envelopes (in the same order as pystoi's STOI), skips digital silence and has a gradient."""
+    from pystoi import stoi
+
+    from shared.stft import get_preset, stft, to_channels
+    from training.losses import stoi_envelope_loss
+
+    preset = get_preset("stream")
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(16000) / 16000
+    # a speech-like test signal: a 150 Hz pulse train through moving resonances, syllables at 4 Hz
+    src = torch.sign(torch.sin(2 * torch.pi * 150 * t)) * (0.55 + 0.45 * torch.sin(2 * torch.pi * 4 * t)).clamp_min(0)
+    clean = torch.nn.functional.conv1d(src[None, None], torch.randn(1, 1, 64, generator=g) * 0.1, padding=32)[0, 0, :16000]
+    clean = torch.cat([torch.zeros(4000), clean])  # digital silence first
+    ch = lambda w: to_channels(stft(w, preset), "complex")[None]  # noqa: E731
+    assert stoi_envelope_loss(ch(clean), ch(clean), preset).item() < 0.01
+    losses, scores = [], []
+    for level in (0.05, 0.2, 0.8):
+        noisy = clean + level * clean.std() * torch.randn(clean.shape, generator=g)
+        losses.append(stoi_envelope_loss(ch(noisy), ch(clean), preset).item())
+        scores.append(stoi(clean.numpy(), noisy.numpy(), 16000))
+    assert losses == sorted(losses) and scores == sorted(scores, reverse=True)
+    est = ch(clean + 0.2 * clean.std() * torch.randn(clean.shape, generator=g)).requires_grad_()
+    stoi_envelope_loss(est, ch(clean), preset).backward()
+    assert torch.isfinite(est.grad).all() and est.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="48 frames"):
+        stoi_envelope_loss(est[..., :20], ch(clean)[..., :20], preset)

@@ -4,13 +4,14 @@ decoded inputs), fine-tune task-aware codecs through it, evaluate Fig. 3c and Fi
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from shared.codec import Codec
-from shared.enhancer import ScoreEnhancer
+from shared.enhancer import ScoreEnhancer, sampler_from_name
 from shared.errors import CheckpointError, ConfigError
 from training.config import load_config
 from training.enhancer_train import load_enhancer_config, train_enhancer
@@ -68,8 +69,10 @@ def test_enhancer_checkpoint_records_training(pipeline):
 
 def test_enhancer_after_the_classical_stage_trains_on_its_output(pipeline):
     """front_end = classical: both the captured and the decoded inputs are the streaming
-    classical stage's output (step by step, the allocation's microphones), and the checkpoint
-    says so, which is what the receiver's sgmse stage reads."""
+    classical stage's output (step by step, the microphones the receiver's beamformer rule takes
+    from the allocation), and the checkpoint says so, which is what the receiver's sgmse stage
+    reads."""
+    from server.enhance import beamforming_mask
     from shared.classical import stream_classical
     from shared.stft import from_channels, get_preset, stft, to_channels
     from training.data.dataset import RoomDataset
@@ -88,9 +91,7 @@ def test_enhancer_after_the_classical_stage_trains_on_its_output(pipeline):
     assert not torch.allclose(bank.mic[0][0], to_channels(spec[0]), atol=1e-3)  # not microphone 0 itself
     codec = Codec.load(pipeline["agnostic"] / "ndpca-e4d1.ckpt")
     _, stats = codec.code_signal(ex["mics"], 16)
-    active = torch.zeros(4, dtype=torch.bool)
-    for k, mics in zip(stats["allocation"], codec.mic_groups):
-        active[mics] = k > 0
+    active = beamforming_mask(codec, stats["allocation"])
     dec = from_channels(stats["spectra"].double()).numpy()
     want = to_channels(torch.from_numpy(stream_classical(dec, codec.frames_per_step, active.numpy())).to(torch.complex64))
     torch.testing.assert_close(bank.decoded[0][0], want, atol=1e-5, rtol=1e-4)
@@ -171,3 +172,42 @@ def test_bench_enhancer_table(pipeline, tmp_path):
     assert [int(r["context_frames"]) for r in rows] == [0, 0, 0, 8]
     assert all(float(r["rtf_median"]) > 0 for r in rows)
     assert "RTF" in (out / "bench.md").read_text()
+
+
+def test_streaming_fine_tune_with_the_stoi_term(pipeline, tmp_path):
+    """sequence_steps: the predictive network runs over consecutive steps of each crop as the
+    receiver runs it (the same output as one call per step); stoi_weight adds the STOI term;
+    init_from starts from a checkpoint. Bad combinations are refused when the config is read."""
+    from shared.enhancer import SCORE_NET_PRESETS
+    from training.enhancer_train import streaming_loss
+
+    torch.manual_seed(0)
+    net = ScoreEnhancer(SCORE_NET_PRESETS["tiny"], sampler=sampler_from_name("predictive"), predictive=True)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.05)
+    start = tmp_path / "start.ckpt"
+    net.save(start)
+    y = torch.randn(2, 2, 256, 16 + 11 * 4) * 0.3
+    seq = net.predict_streaming(y, 16, 4)
+    assert seq.shape == (2, 2, 256, 48)
+    for j in range(12):  # step j: the view of 16 frames ending with it, its last 4 frames
+        torch.testing.assert_close(seq[..., 4 * j : 4 * j + 4], net.predict(y[..., 4 * j : 4 * j + 16])[..., -4:])
+    over = {"data": {"dir": str(pipeline["data"]), "build": {}},
+            "enhancer": {"sampler": "predictive"},
+            "train": {"objective": "predictive", "frames": 16, "loss_frames": 4, "sequence_steps": 12,
+                      "stoi_weight": 0.5, "batch_size": 2, "steps": 2, "init_from": str(start)}}
+    ecfg = load_enhancer_config(CONFIGS / "enhancer-debug.toml", over)
+    terms: dict[str, float] = {}
+    x = torch.randn_like(y) * 0.3
+    loss = streaming_loss(net, x, y, ecfg.train, terms)
+    assert set(terms) == {"regression", "stoi_term"}
+    assert loss.item() == pytest.approx(terms["regression"] + 0.5 * terms["stoi_term"], rel=1e-3)
+    path = train_enhancer(ecfg, tmp_path / "run", progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert "stoi_term" in log[0]
+    assert ScoreEnhancer.load(path).header["train_config"]["train"]["init_from"] == str(start)
+    with pytest.raises(ConfigError, match="48 frames"):
+        load_enhancer_config(CONFIGS / "enhancer-debug.toml", {**over, "train": {**over["train"], "sequence_steps": 4}})
+    with pytest.raises(ConfigError, match="predictive objective"):
+        load_enhancer_config(CONFIGS / "enhancer-debug.toml", {"train": {"sequence_steps": 4}})
