@@ -9,6 +9,8 @@ carry signal), and scores the reference microphone's output against the clean re
 through the same stages (all microphones active). Stages are named ``identity``,
 ``classical``, ``sgmse`` or ``sgmse:<sampler>:<context frames>``; ``--enhancer-checkpoint``
 picks the score model (an enhancer trained after the classical stage runs it first).
+``--varying`` adds an input whose budget changes from step to step among the bandwidths, as a
+live channel's does (the microphones the beamformer may use then come and go).
 
 Unlike ``training.classical_eval`` (whole signals, the offline WPE chain), this measures what
 a listener of the receiver hears: causal stages, the allocation's active microphones, and the
