@@ -97,6 +97,7 @@ class LossWeights(BaseModel):
     psnr: float = 0.01  # Eq. 13
     nuclear: float = 0.1  # NDPCA
     mrstft: float = 0.0  # multi-resolution STFT loss of the decoded waveform
+    loudness: float = 0.0  # asymmetric one-third-octave loudness error, added energy weighed 2x (training.losses)
 
 
 class TaskSection(BaseModel):

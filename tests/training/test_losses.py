@@ -18,7 +18,7 @@ def test_each_term_reaches_every_encoder(arch, bottleneck):
     model = DistributedAutoencoder(tiny_model_config(arch))
     module = BottleneckedAutoencoder(model, bottleneck)
     x = torch.randn(24, 4, 2, 256, 8) * 0.3
-    for name in ("mse", "mse_complex", "cosine", "spectral_snr", "psnr", "nuclear", "mrstft"):
+    for name in ("mse", "mse_complex", "cosine", "spectral_snr", "psnr", "nuclear", "mrstft", "loudness"):
         model.zero_grad()
         out = module(x, 12)
         terms = task_agnostic_losses(out["recon"], x, out["latents"], "complex", get_preset("stream"))
@@ -65,3 +65,21 @@ def test_stoi_term_follows_stoi():
     assert torch.isfinite(est.grad).all() and est.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="48 frames"):
         stoi_envelope_loss(est[..., :20], ch(clean)[..., :20], preset)
+
+
+def test_loudness_term_weighs_added_energy_more():
+    """0 for the target itself; a band made 2 dB louder costs more than one made 2 dB quieter
+    (added energy counts twice as much before squaring); zeroing the upper bands costs little
+    next to adding energy there."""
+    from training.losses import loudness_loss
+
+    preset = get_preset("stream")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 2, 256, 16, generator=g) * torch.linspace(1, 0.05, 256)[:, None]
+    assert loudness_loss(x, x, preset).item() == 0
+    up, down = 10 ** (2 / 20), 10 ** (-2 / 20)
+    louder, quieter = loudness_loss(x * up, x, preset), loudness_loss(x * down, x, preset)
+    assert 3.0 < (louder / quieter).item() < 8.0  # 4 from the weight, the rest from the exponent
+    hi = torch.zeros(256, 1)
+    hi[128:] = 1
+    assert loudness_loss(x * (1 - hi), x, preset) < loudness_loss(x + 3 * x.std() * hi * torch.randn_like(x), x, preset)
