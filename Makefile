@@ -58,9 +58,15 @@ weights: venv
 	for e in e2d1 e4d1; do $(BIN)/ndpca train --config training/configs/naive-$$e-full.toml \
 		--run-dir runs/naive-$$e-full --ship checkpoints/full_latent --no-progress || exit 1; done
 
-# The enhancer, then the task- and perception-aware codecs (after `make weights`).
+# The enhancers (the score-based one of the task-aware experiment, then the receiver's: the
+# predictive network and its STOI fine-tune), then the task- and perception-aware codecs (after
+# `make weights`).
 weights-task: venv
-	$(BIN)/ndpca train-enhancer --config training/configs/enhancer.toml --ship checkpoints --no-progress
+	$(BIN)/ndpca train-enhancer --config training/configs/enhancer.toml --ship checkpoints/score --no-progress
+	$(BIN)/ndpca train-enhancer --config training/configs/enhancer-predictive-stream.toml \
+		--run-dir runs/enhancer-pred-stream --ship checkpoints/predictive --no-progress
+	$(BIN)/ndpca train-enhancer --config training/configs/enhancer-predictive-stoi.toml \
+		--run-dir runs/enhancer-pred-stoi --ship checkpoints --no-progress
 	NDPCA=$(BIN)/ndpca bash training/configs/task-aware.sh
 
 bench: venv

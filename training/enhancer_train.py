@@ -99,7 +99,8 @@ class EnhancerTrainSection(BaseModel):
     # weight of the STOI term (training.losses.stoi_envelope_loss, band envelopes over 384 ms)
     # beside the regression loss; it needs sequence_steps * loss_frames >= 48 frames
     stoi_weight: float = Field(0.0, ge=0)
-    # start from an enhancer checkpoint's weights (fine-tuning) instead of at random
+    # start from an enhancer checkpoint's weights (fine-tuning) instead of at random: a path, or
+    # "[subfolder/]enhancer" for the newest enhancer-*.ckpt in checkpoints/[subfolder]
     init_from: str | None = None
 
     @property
@@ -241,6 +242,22 @@ def build_pairs(cfg: EnhancerConfig, split: str, run_dir: Path | None = None,
     return PairBank(mic_pairs, decoded_pairs, cfg.train.crop_frames)
 
 
+def resolve_enhancer_path(name: str) -> Path:
+    """An enhancer checkpoint path, or ``[subfolder/]enhancer``: the newest
+    ``checkpoints/[subfolder/]enhancer-*.ckpt``."""
+    from shared.streaming import find_checkpoint
+    from training.evaluate import DEFAULT_CKPT_DIR
+
+    p = Path(name)
+    if p.suffix == ".ckpt" or p.is_file():
+        return p
+    folder = Path(DEFAULT_CKPT_DIR) / p.parent
+    found = find_checkpoint(p.name, folder)
+    if found is None:
+        raise ConfigError(f"no {p.name}-*.ckpt in {folder}/ for train.init_from = {name!r}; give a checkpoint path")
+    return found
+
+
 def make_enhancer(cfg: EnhancerConfig) -> ScoreEnhancer:
     e = cfg.enhancer
     return ScoreEnhancer(SCORE_NET_PRESETS[e.net], SDEConfig(e.theta, e.sigma_min, e.sigma_max, e.t_eps),
@@ -281,7 +298,7 @@ def train_enhancer(cfg: EnhancerConfig, run_dir: Path, out: Path | None = None, 
     bank = build_pairs(cfg, "train", run_dir, progress)
     enh = make_enhancer(cfg).to(device)
     if t.init_from:
-        start_from = ScoreEnhancer.load(t.init_from)
+        start_from = ScoreEnhancer.load(resolve_enhancer_path(t.init_from))
         if start_from.stft != cfg.enhancer.stft:
             raise ConfigError(f"train.init_from {t.init_from} works on the {start_from.stft!r} STFT, "
                               f"the config on {cfg.enhancer.stft!r}")

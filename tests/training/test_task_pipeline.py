@@ -211,3 +211,14 @@ def test_streaming_fine_tune_with_the_stoi_term(pipeline, tmp_path):
         load_enhancer_config(CONFIGS / "enhancer-debug.toml", {**over, "train": {**over["train"], "sequence_steps": 4}})
     with pytest.raises(ConfigError, match="predictive objective"):
         load_enhancer_config(CONFIGS / "enhancer-debug.toml", {"train": {"sequence_steps": 4}})
+
+
+def test_init_from_names_a_shipped_enhancer():
+    """train.init_from = "[subfolder/]enhancer": the newest enhancer-*.ckpt of checkpoints/[subfolder]."""
+    from training.enhancer_train import resolve_enhancer_path
+
+    found = resolve_enhancer_path("predictive/enhancer")
+    assert found.parent.name == "predictive" and found.name.startswith("enhancer-")
+    assert resolve_enhancer_path(str(found)) == found
+    with pytest.raises(ConfigError, match="no enhancer-"):
+        resolve_enhancer_path("no-such-folder/enhancer")
