@@ -382,7 +382,7 @@ def run_demo(args: argparse.Namespace) -> int:
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
     print_quality(report)
     print(f"decoded    {out / 'decoded.wav'}"
-          + (f"  (enhanced speech of microphone 0, {ENHANCER_NAMES[enh[1]]})" if enh else "  (the decoded microphones)"))
+          + (f"  (enhanced speech of microphone 0, {ENHANCER_NAMES[enh[1]]})" if enh[1] != "identity" else "  (the decoded microphones)"))
     print(f"stats      {out / 'stats.json'}")
     print(f"plot       {plot}")
     print(f"done in {time.time() - t_start:.0f} s")

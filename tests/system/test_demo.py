@@ -16,7 +16,7 @@ def test_demo_writes_decoded_audio_stats_and_plot(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
-        [sys.executable, "-m", "ndpca", "demo", "--out", str(out), "--seconds", "3", "--fast"],
+        [sys.executable, "-m", "ndpca", "demo", "--out", str(out), "--seconds", "3", "--fast", "--enhancer", "identity"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -39,7 +39,7 @@ def test_demo_writes_decoded_audio_stats_and_plot(tmp_path):
     assert stats["rate"]["eta"] > 0 and stats["trace"]["notes"]
     audio, sr = sf.read(out / "decoded.wav", always_2d=True)
     room, _ = sf.read(out / "room.wav", always_2d=True)
-    # the default stage is identity: the four decoded microphones
+    # the identity stage: the four decoded microphones
     assert sr == 16000 and room.shape == (48000, 4) and audio.shape == (48000, 4)
     assert stats["demo"]["enhancer"] == "identity"
     # the quality report: room rate and PESQ/STOI against the clean speech and the microphone
@@ -60,3 +60,26 @@ def test_demo_writes_decoded_audio_stats_and_plot(tmp_path):
     assert replay.shape == (4, 48000)
     err = float(((replay - audio.T) ** 2).sum() / max((audio**2).sum(), 1e-12))
     assert err < 1e-6, err
+
+
+def test_demo_runs_the_receivers_enhancer_by_default(tmp_path):
+    """Without --enhancer the demo's receiver runs its real-time enhancer when a trained codec and
+    an enhancer checkpoint are shipped (enhanced microphone 0 out, and beside it the decoder's own
+    output of the same chunks), and the decoded microphones otherwise."""
+    out = tmp_path / "demo"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "ndpca", "demo", "--out", str(out), "--seconds", "2", "--fast"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stats = json.loads((out / "stats.json").read_text())
+    audio, _ = sf.read(out / "decoded.wav", always_2d=True)
+    shipped = (list((REPO / "checkpoints").glob("ndpca-e4d1-*.ckpt"))
+               and list((REPO / "checkpoints").glob("enhancer-*.ckpt")))
+    if not shipped:
+        assert stats["demo"]["enhancer"] == "identity" and audio.shape[1] == 4
+        return
+    assert stats["demo"]["enhancer"] == "sgmse" and audio.shape[1] == 1
+    q = stats["demo"]["quality"]
+    assert q["output"] == "enhanced microphone 0"
+    assert 1.0 <= q["decoded_vs_clean"]["pesq"] <= 4.7 and 0.0 <= q["decoded_vs_clean"]["stoi"] <= 1.0
+    assert "decoded microphone 0 (the same chunks, not enhanced)" in proc.stdout
