@@ -82,7 +82,12 @@ def _codec_path(name: str | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from ndpca.bench import machine
-    from server.enhance import ClassicalStreamingEnhancer, IdentityEnhancer, ScoreBasedEnhancer
+    from server.enhance import (
+        ClassicalStreamingEnhancer,
+        IdentityEnhancer,
+        ScoreBasedEnhancer,
+        beamforming_mask,
+    )
     from shared.codec import Codec
     from shared.errors import UserError
     from shared.stft import convert_channels, from_channels, stft, to_channels
@@ -111,9 +116,7 @@ def run(args: argparse.Namespace) -> int:
         spec = st["spectra"].cpu()
         frames = spec.shape[-1]
         spec = torch.nn.functional.pad(spec, (0, (-frames) % g))
-        active = torch.zeros(spec.shape[0], dtype=torch.bool)
-        for k, mics in zip(st["allocation"], codec.mic_groups):
-            active[mics] = k > 0
+        active = beamforming_mask(codec, st["allocation"])  # the receiver's rule
         decoded.append((spec, active, frames, ex["clean"].float()))
     # one session's steps: chunks of the first example, decoded coefficients as the receiver has them
     mics = examples[0]["mics"].float()
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     plan = codec.plan_for_components(args.bandwidth)
     steps = [[c[i : i + 1, :, : plan.allocation[s]] for s, c in enumerate(coeffs)]
              for i in range(min(args.chunks, coeffs[0].shape[0]))]
-    active_row = torch.tensor([[plan.allocation[s] > 0 for s, grp in enumerate(codec.mic_groups) for _ in grp]])
+    active_row = beamforming_mask(codec, plan.allocation)[None]
     stages: list[tuple[str, Any]] = [("decoded", IdentityEnhancer()), ("classical", ClassicalStreamingEnhancer(codec))]
     from shared.enhancer import ScoreEnhancer
 
