@@ -53,6 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _command(args: argparse.Namespace, out: Path) -> str:
+    """The command line that makes this table again (the options that were given)."""
+    given = [f"--{name.replace('_', '-')} {value}" for name in ("codec", "enhancer", "data_dir", "settings")
+             if (value := getattr(args, name, None))]
+    given += [f"--limit {args.limit}", f"--bandwidth {args.bandwidth}", f"--chunks {args.chunks}"]
+    return " ".join(["ndpca bench-enhancer --out", str(out), *given])
+
+
 def _settings(text: str | None, predictive: bool = False) -> list[tuple[str, int | None, int | None]]:
     if not text:
         return list(PREDICTIVE_SETTINGS if predictive else SETTINGS)
@@ -196,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     lines += ["", "Quality: microphone 0 (the stage's output) against the clean reference, every step through "
               "the stage as the receiver runs it. RTF: per step of one 4-source session, decode + stage + "
               "streaming inverse STFT, divided by T (below 1: real time).",
-              "", f"Command: `ndpca bench-enhancer --out {out}`"]
+              "", f"Command: `{_command(args, out)}`"]
     (out / "bench.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / 'bench.md'}")
     return 0
