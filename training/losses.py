@@ -6,9 +6,11 @@ representation. Every function returns a scalar tensor that carries gradient.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from shared.stft import StftPreset, compressed_magnitude, from_channels, istft
@@ -101,6 +103,23 @@ def multi_resolution_stft_loss(
     return total / len(resolutions)
 
 
+@functools.lru_cache(maxsize=8)
+def _third_octave_matrix(sample_rate: int, n_fft: int, bands: int, min_freq: float) -> np.ndarray:
+    """pystoi's one-third-octave band matrix ``[bands, n_fft // 2 + 1]`` (STOI's bands)."""
+    from pystoi.utils import thirdoct
+
+    return thirdoct(sample_rate, n_fft, bands, min_freq)[0]
+
+
+def third_octave_power(channels: torch.Tensor, preset: StftPreset, bands: int, min_freq: float,
+                       representation: str = "complex") -> torch.Tensor:
+    """Band powers ``[..., bands, T]`` of spectra ``[..., 2, F, T]`` in one-third-octave bands
+    from ``min_freq`` (the linear spectrum's power summed per band)."""
+    obm = torch.as_tensor(_third_octave_matrix(preset.sample_rate, preset.n_fft, bands, min_freq),
+                          dtype=channels.dtype, device=channels.device)
+    return torch.einsum("jf,...ft->...jt", obm, from_channels(channels, representation).abs().square())
+
+
 def loudness_loss(recon: torch.Tensor, target: torch.Tensor, preset: StftPreset,
                   representation: str = "complex", asymmetry: float = 2.0, bands: int = 21,
                   min_freq: float = 50.0) -> torch.Tensor:
@@ -110,18 +129,10 @@ def loudness_loss(recon: torch.Tensor, target: torch.Tensor, preset: StftPreset,
     ``asymmetry`` times more than a deficit (4x in the square), normalised by the reference's mean squared
     loudness. Spectra ``[..., 2, F, T]``; a floor 30 dB under each example's mean band power
     keeps near-silent bands from dominating."""
-    from pystoi.utils import thirdoct
-
-    obm, _ = thirdoct(preset.sample_rate, preset.n_fft, bands, min_freq)
-    obm_t = torch.as_tensor(obm, dtype=recon.dtype, device=recon.device)
-
-    def band_power(ch: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("jf,...ft->...jt", obm_t, from_channels(ch, representation).abs().square())
-
-    pt = band_power(target)
+    pt = third_octave_power(target, preset, bands, min_freq, representation)
     floor = 1e-3 * pt.mean(dim=(-2, -1), keepdim=True) + 1e-10
     lt = (pt + floor).pow(0.23)
-    d = (band_power(recon) + floor).pow(0.23) - lt
+    d = (third_octave_power(recon, preset, bands, min_freq, representation) + floor).pow(0.23) - lt
     err = (asymmetry * torch.relu(d)).square() + torch.relu(-d).square()
     return err.mean() / lt.square().mean()
 
@@ -179,16 +190,11 @@ def stoi_envelope_loss(est: torch.Tensor, ref: torch.Tensor, preset: StftPreset,
     STOI's 384 ms), after STOI's normalisation and clipping of the estimate (Taal et al. 2011).
     Differentiable; no silent-frame removal (a training crop is short). The band matrix is
     pystoi's, the metric we report."""
-    from pystoi.utils import thirdoct
-
-    obm, _ = thirdoct(preset.sample_rate, preset.n_fft, bands, min_freq)
-    obm_t = torch.as_tensor(obm, dtype=est.dtype, device=est.device)  # [J, F]
     if est.shape[-1] < segment_frames:
         raise ValueError(f"the STOI term needs at least {segment_frames} frames, got {est.shape[-1]}")
 
     def envelopes(ch: torch.Tensor) -> torch.Tensor:  # -> [B, J, S, N]
-        power = from_channels(ch, "complex").abs().square()  # [B, F, T]
-        env = torch.sqrt(torch.einsum("jf,bft->bjt", obm_t, power) + 1e-10)
+        env = torch.sqrt(third_octave_power(ch, preset, bands, min_freq) + 1e-10)
         return env.unfold(-1, segment_frames, segment_hop)
 
     x, y = envelopes(ref), envelopes(est)

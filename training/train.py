@@ -196,7 +196,7 @@ def load_training_audio(cfg: TrainConfig, split: str = "train", with_clean: bool
             clean.append(item["clean"])
     if cfg.train.speed_perturb:
         out = speed_perturbed(out, cfg.train.speed_perturb)
-        clean = speed_perturbed(clean, cfg.train.speed_perturb)
+        clean = speed_perturbed(clean, cfg.train.speed_perturb) if with_clean else clean
     return (out, clean) if with_clean else out
 
 
