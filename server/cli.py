@@ -91,8 +91,12 @@ def _check_checkpoint(settings, explicit_arch: str | None) -> None:
     if explicit_arch and arch != explicit_arch:
         raise CheckpointError(f"{path} holds architecture {arch!r}, but --arch {explicit_arch} was "
                               f"asked for; pass a checkpoint trained for {explicit_arch!r}")
-    if settings.enhancer in ("sgmse", "auto") and settings.enhancer_checkpoint:
-        load_checkpoint(settings.enhancer_checkpoint, expect_kind="enhancer")
+    if settings.enhancer in ("sgmse", "auto"):  # the one the stage will load: given, or the newest found
+        from shared.streaming import find_checkpoint
+
+        enhancer = settings.enhancer_checkpoint or find_checkpoint("enhancer", settings.checkpoint_dir)
+        if enhancer is not None:
+            load_checkpoint(enhancer, expect_kind="enhancer")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -47,6 +47,12 @@ def test_bad_enhancer_checkpoint_stops_serve_before_it_starts(tmp_path, capsys):
     err = _run(capsys, ["serve", "--checkpoint", str(codec), "--port", "0", "--enhancer", "sgmse",
                         "--enhancer-checkpoint", str(codec)])
     assert "expected 'enhancer'" in err
+    # the default stage (auto) finds a corrupt enhancer in the checkpoint folder: one line, before start
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    (folder / "enhancer-0123abcd.ckpt").write_bytes(b"\x00" * 64)
+    err = _run(capsys, ["serve", "--checkpoint", str(codec), "--checkpoint-dir", str(folder), "--port", "0"])
+    assert "enhancer-0123abcd.ckpt" in err
     assert "ta-jae.toml" in _run(capsys, ["evaluate", "--task-aware", "--out", str(tmp_path / "o"),
                                           "--checkpoints", str(tmp_path)])
 
