@@ -36,6 +36,18 @@ from scipy.signal import istft, stft
 from shared.errors import ConfigError
 
 
+def _beamformer_problems(diagonal_loading: float, dd_alpha: float, gain_floor: float) -> list[str]:
+    """What is wrong with the MVDR and Wiener settings both configurations share."""
+    problems = []
+    if not diagonal_loading >= 0:
+        problems.append(f"diagonal_loading must be >= 0, got {diagonal_loading}")
+    if not 0 <= dd_alpha < 1:
+        problems.append(f"dd_alpha must be in [0, 1), got {dd_alpha}")
+    if not 0 <= gain_floor <= 1:
+        problems.append(f"gain_floor must be in [0, 1], got {gain_floor}")
+    return problems
+
+
 @dataclass(frozen=True)
 class ClassicalConfig:
     """Parameters of :func:`classical_enhance` (defaults: 16 kHz speech, chosen on six simulated
@@ -78,12 +90,7 @@ class ClassicalConfig:
             problems.append("taps, delay and iterations must be >= 1")
         if not 0 < self.noise_quantile < 1:
             problems.append(f"noise_quantile must be in (0, 1), got {self.noise_quantile}")
-        if not self.diagonal_loading >= 0:
-            problems.append(f"diagonal_loading must be >= 0, got {self.diagonal_loading}")
-        if not 0 <= self.dd_alpha < 1:
-            problems.append(f"dd_alpha must be in [0, 1), got {self.dd_alpha}")
-        if not 0 <= self.gain_floor <= 1:
-            problems.append(f"gain_floor must be in [0, 1], got {self.gain_floor}")
+        problems += _beamformer_problems(self.diagonal_loading, self.dd_alpha, self.gain_floor)
         if problems:
             raise ConfigError("invalid classical enhancement settings: " + "; ".join(problems))
 
@@ -239,12 +246,7 @@ class StreamingConfig:
             problems.append(f"power_smoothing must be in [0, 1), got {self.power_smoothing}")
         if not self.covariance_seconds > 0 or not self.frame_seconds > 0:
             problems.append("covariance_seconds and frame_seconds must be > 0")
-        if not self.diagonal_loading >= 0:
-            problems.append(f"diagonal_loading must be >= 0, got {self.diagonal_loading}")
-        if not 0 <= self.dd_alpha < 1:
-            problems.append(f"dd_alpha must be in [0, 1), got {self.dd_alpha}")
-        if not 0 <= self.gain_floor <= 1:
-            problems.append(f"gain_floor must be in [0, 1], got {self.gain_floor}")
+        problems += _beamformer_problems(self.diagonal_loading, self.dd_alpha, self.gain_floor)
         if problems:
             raise ConfigError("invalid streaming enhancement settings: " + "; ".join(problems))
 

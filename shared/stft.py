@@ -76,6 +76,11 @@ def stft(audio: torch.Tensor, preset: StftPreset) -> torch.Tensor:
     Returns:
         ``[..., F, T]`` complex64 with ``F = n_fft // 2 + 1`` and ``T = N // hop + 1``.
     """
+    return _stft(audio, preset, center=True)
+
+
+def _stft(audio: torch.Tensor, preset: StftPreset, center: bool) -> torch.Tensor:
+    """``torch.stft`` over the last axis of ``[..., N]`` -> ``[..., F, T]`` complex64."""
     lead = audio.shape[:-1]
     flat = audio.reshape(-1, audio.shape[-1])
     spec = torch.stft(
@@ -83,7 +88,7 @@ def stft(audio: torch.Tensor, preset: StftPreset) -> torch.Tensor:
         preset.n_fft,
         hop_length=preset.hop,
         window=_window(preset, audio.device),
-        center=True,
+        center=center,
         return_complex=True,
     )
     return spec.reshape(*lead, spec.shape[-2], spec.shape[-1])
@@ -163,17 +168,7 @@ def reflect_pad(audio: torch.Tensor, preset: StftPreset) -> torch.Tensor:
 def stft_frames(segment: torch.Tensor, preset: StftPreset) -> torch.Tensor:
     """Frames of an already padded segment (``center=False``): ``[..., L]`` -> ``[..., F, T]``
     with ``T = (L - n_fft) // hop + 1``."""
-    lead = segment.shape[:-1]
-    flat = segment.reshape(-1, segment.shape[-1])
-    spec = torch.stft(
-        flat,
-        preset.n_fft,
-        hop_length=preset.hop,
-        window=_window(preset, segment.device),
-        center=False,
-        return_complex=True,
-    )
-    return spec.reshape(*lead, spec.shape[-2], spec.shape[-1])
+    return _stft(segment, preset, center=False)
 
 
 def griffin_lim(
