@@ -23,7 +23,7 @@ evaluate: venv
 	$(BIN)/ndpca evaluate --out out/eval --limit 16
 
 evaluate-task: venv
-	$(BIN)/ndpca evaluate --task-aware --out out/eval_task --limit 16 --enhancer checkpoints/score/enhancer-3d1cc699.ckpt
+	$(BIN)/ndpca evaluate --task-aware --out out/eval_task --limit 16
 
 lint: venv
 	$(BIN)/ruff check .

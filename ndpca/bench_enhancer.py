@@ -42,10 +42,10 @@ SETTINGS = (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench-enhancer", help="enhancer steps against PESQ, SI-SDR and real-time factor")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--codec", help="codec checkpoint (default: checkpoints/task_aware/ndpca-e4d1-*, "
-                                   "else checkpoints/ndpca-e4d1-*)")
+    p.add_argument("--codec", help="codec checkpoint (default: the receiver's, the newest checkpoints/ndpca-e4d1-*)")
     p.add_argument("--enhancer", type=Path, help="enhancer checkpoint (default checkpoints/enhancer-*.ckpt)")
-    p.add_argument("--data-dir", type=Path, help="room data set (default data/rooms)")
+    p.add_argument("--data-dir", type=Path, help="room data set (default: the held-out real-speech rooms "
+                   "data/rooms_real, built from ../shared/data when it is there, else data/rooms)")
     p.add_argument("--limit", type=int, default=8, help="test examples for the quality columns")
     p.add_argument("--bandwidth", type=int, default=256, help="components per step shared by the sources (default 256)")
     p.add_argument("--chunks", type=int, default=40, help="chunks timed per setting")
@@ -77,15 +77,10 @@ def _label(name: str, steps: int | None, context: int) -> str:
 
 
 def _codec_path(name: str | None) -> Path:
+    """The codec given, else the one the receiver serves by default."""
     from training.evaluate import DEFAULT_CKPT_DIR, find_checkpoint
-    from training.evaluate_task import TASK_DIR
 
-    if name:
-        return Path(name)
-    try:
-        return find_checkpoint(TASK_DIR, "ndpca-e4d1")
-    except Exception:
-        return find_checkpoint(DEFAULT_CKPT_DIR, "ndpca-e4d1")
+    return Path(name) if name else find_checkpoint(DEFAULT_CKPT_DIR, "ndpca-e4d1")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from shared.stft import convert_channels, from_channels, stft, to_channels
     from shared.streaming import StreamingISTFT
     from training.data.dataset import default_data_dir
-    from training.evaluate import _load_examples, perceptual_scores
+    from training.evaluate import load_examples, perceptual_scores, real_rooms
     from training.losses import psnr_db
     from training.metrics import si_sdr_db
     from training.stage_eval import run_stage
@@ -113,10 +108,10 @@ def run(args: argparse.Namespace) -> int:
     codec_path = _codec_path(args.codec)
     codec = Codec.load(codec_path)
     enh_path = find_enhancer(str(args.enhancer) if args.enhancer else None)
-    data_dir = args.data_dir or default_data_dir()
+    data_dir = args.data_dir or real_rooms(default_data_dir(), codec.cfg.num_mics, args.limit) or default_data_dir()
     if not (data_dir / "manifest.json").is_file():
         raise UserError(f"no data set in {data_dir}; run `ndpca data build`")
-    examples = _load_examples(data_dir, "test", args.limit)
+    examples = load_examples(data_dir, "test", args.limit)
     preset, sr, g = codec.preset, codec.sample_rate, codec.frames_per_step
     decoded = []  # (spectra [M, 2, F, T padded to steps], active mics, frames, clean)
     for ex in examples:

@@ -126,6 +126,8 @@ def prepare(args: argparse.Namespace, room_dir: Path | None = None) -> Prepared:
     out.mkdir(parents=True, exist_ok=True)
     ckpt = Path(args.checkpoint) if args.checkpoint else find_checkpoint(args.arch, args.checkpoint_dir)
     random_model = ckpt is None
+    if ckpt is not None:
+        Codec.load(ckpt)  # a missing or corrupt checkpoint is named as the user gave it, before any copy
     room_dir = room_dir or out
     mics, clean = build_room(args.seconds, args.seed, room_dir / "data")
     if ckpt is None:
@@ -284,7 +286,7 @@ def endpoints(args: argparse.Namespace, out: Path) -> tuple[int, str, str, Path]
     return port, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", logs
 
 
-ENHANCER_NAMES = {"sgmse": "score-based enhancer", "classical": "MVDR beamformer and Wiener post-filter"}
+ENHANCER_NAMES = {"sgmse": "the learned enhancer in its real-time mode", "classical": "MVDR beamformer and Wiener post-filter"}
 
 
 def enhancer_args(args: argparse.Namespace) -> list[str]:

@@ -8,6 +8,9 @@ from typing import Any
 #: uvicorn refuses frames above this itself (1009, no error frame); frames between the app's
 #: ``max_frame_bytes`` and this get an error frame and 1009 from the app.
 WS_HARD_LIMIT = 1 << 20
+#: ``ndpca serve``'s enhancement stage when neither ``--enhancer`` nor ``NDPCA_ENHANCER`` names
+#: one (``ReceiverSettings`` itself defaults to ``identity`` for embedded use)
+SERVE_ENHANCER = "auto"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record-dir", help="keep recordings here: <session>.wav grows as the session "
                    "runs (with <session>.json); a restarted receiver appends to them (default: a "
                    "temporary directory, removed at exit)")
+    p.add_argument("--record-seconds", type=float, metavar="SECONDS",
+                   help="cap on each session's recording (default 900; the live view's player keeps "
+                   "playing the newest seconds past it)")
     p.add_argument("--download-rate", type=float, dest="download_rate_mib_s", metavar="MIB_S",
                    help="MiB/s shared by every audio download, so bulk downloads cannot starve "
                    "real-time decoding (default 8; 0: unlimited)")
@@ -47,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-connections-per-ip", type=int, help="open websockets per client address (default 128)")
     p.add_argument("--max-batch", type=int, help="steps decoded together at most (default 64)")
     p.add_argument("--threads", type=int, help="torch CPU threads for decoding (default 1)")
-    p.add_argument("--enhancer", choices=["auto", "identity", "sgmse", "classical"], default="auto",
+    p.add_argument("--enhancer", choices=["auto", "identity", "sgmse", "classical"],
                    help="enhancement stage (default auto: sgmse, the real-time enhancer, when an enhancer "
                         "checkpoint is found, else identity; classical: streaming MVDR + Wiener post-filter)")
     p.add_argument("--enhancer-checkpoint", help="sgmse: enhancer checkpoint (default checkpoints/enhancer-*.ckpt)")
@@ -72,7 +78,10 @@ def settings_from_args(args: argparse.Namespace):
 
     fields = ReceiverSettings.model_fields
     given: dict[str, Any] = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    return ReceiverSettings(**given)
+    settings = ReceiverSettings(**given)
+    if "enhancer" not in settings.model_fields_set:  # neither --enhancer nor NDPCA_ENHANCER
+        settings = settings.model_copy(update={"enhancer": SERVE_ENHANCER})
+    return settings
 
 
 def _check_checkpoint(settings, explicit_arch: str | None) -> None:

@@ -305,7 +305,9 @@ def _auto(codec: Codec, options: dict[str, Any]) -> Enhancer:
         log.warning("enhancer auto: %s works on the %r STFT, the codec on %r; running the identity stage",
                     path, stft, codec.cfg.stft)
         return IdentityEnhancer()
-    return _sgmse(codec, {**options, "checkpoint": str(path)})
+    stage = _sgmse(codec, {**options, "checkpoint": str(path)})
+    log.info("enhancer auto: sgmse with %s", path)
+    return stage
 
 
 ENHANCERS: dict[str, Callable[[Codec, dict[str, Any]], Enhancer]] = {

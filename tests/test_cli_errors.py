@@ -35,6 +35,32 @@ def test_missing_and_corrupt_checkpoints(tmp_path, capsys):
     assert str(junk) in _run(capsys, ["serve", "--checkpoint", str(junk), "--port", "0"])
 
 
+def test_demo_names_the_checkpoint_it_was_given(tmp_path, capsys):
+    """A corrupt --checkpoint is named as given (not as the copy the demo would make of it)."""
+    junk = tmp_path / "mine.ckpt"
+    junk.write_bytes(b"\x00" * 64)
+    err = _run(capsys, ["demo", "--out", str(tmp_path / "out"), "--checkpoint", str(junk), "--seconds", "2",
+                        "--prepare-only"])
+    assert str(junk) in err and "model.ckpt" not in err
+
+
+def test_serve_settings_from_environment_and_options(monkeypatch):
+    """`ndpca serve`: NDPCA_ENHANCER replaces the default stage (auto), --enhancer both, and
+    --record-seconds caps recordings."""
+    from ndpca.cli import build_parser
+    from server.cli import settings_from_args
+
+    def settings(*argv):
+        return settings_from_args(build_parser().parse_args(["serve", *argv]))
+
+    monkeypatch.delenv("NDPCA_ENHANCER", raising=False)
+    assert settings().enhancer == "auto"
+    monkeypatch.setenv("NDPCA_ENHANCER", "classical")
+    assert settings().enhancer == "classical"
+    assert settings("--enhancer", "identity").enhancer == "identity"
+    assert settings("--record-seconds", "12.5").record_seconds == 12.5
+
+
 def test_bad_enhancer_checkpoint_stops_serve_before_it_starts(tmp_path, capsys):
     """A junk or wrong-kind enhancer checkpoint stops serve before it starts."""
     codec = tmp_path / "codec.ckpt"

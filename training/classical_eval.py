@@ -123,13 +123,12 @@ def held_out_examples(data: Path, split: str, limit: int) -> list[dict[str, Any]
     Raises:
         UserError: no manifest there, or no example in the split.
     """
-    from training.data.dataset import RoomDataset
+    from training.evaluate import load_examples
 
     manifest = data / "manifest.json"
     if not manifest.is_file():
         raise UserError(f"no {manifest}; build the held-out real-speech rooms first (docs/enhancer.md)")
-    ds = RoomDataset(manifest, split)
-    examples = [ds[i] for i in range(min(limit, len(ds)))]
+    examples = load_examples(data, split, limit)
     if not examples:
         raise UserError(f"no {split!r} examples in {manifest}")
     return examples

@@ -59,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--task-aware", action="store_true",
                    help="the task- and perception-aware experiment (Fig. 3c, Fig. 4): task-aware codecs "
                         "(default checkpoints/task_aware/) followed by the score-based enhancer")
-    e.add_argument("--enhancer", type=Path, help="enhancer checkpoint (default checkpoints/enhancer-*.ckpt)")
+    e.add_argument("--enhancer", type=Path, help="--task-aware: enhancer checkpoint (default the score-based "
+                   "checkpoints/score/enhancer-*.ckpt the task-aware codecs were trained with)")
     e.add_argument("--sampler", help="enhancer sampler: a preset name (quality, fast, realtime) or "
                                      "default the checkpoint's")
     e.add_argument("--perception-dir", type=Path,
@@ -168,7 +169,8 @@ def _evaluate_task(args: argparse.Namespace) -> int:
         device=resolve_device(args.device), perception_dir=args.perception_dir or PERCEPTION_DIR,
         skip_missing=not args.methods,  # the default list: whichever codecs are there
     )
+    plots = [str(args.out / name) for name in ("fig3c_psnr.png", "fig4_rdp.png") if (args.out / name).is_file()]
     print(f"results: {args.out / 'results.csv'}, summary: {args.out / 'summary.md'}, "
-          f"plots: {args.out / 'fig3c_psnr.png'}, {args.out / 'fig4_rdp.png'} ({res['seconds']:.0f} s)")
+          f"plots: {', '.join(plots)} ({res['seconds']:.0f} s)")
     print(json.dumps(res["synthetic"]["headline"]["mean_below_full"], indent=1))
     return 0

@@ -36,6 +36,8 @@ examples per method, bandwidth and target), ``results_per_example.csv``, ``quali
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import shlex
 import sys
 import time
@@ -62,6 +64,8 @@ from training.evaluate_report import (
 from training.losses import psnr_db
 from training.metrics import pesq_wb, si_sdr_db, stoi
 from training.opus import opus_at_bitrate, opus_min_bitrate
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BANDWIDTHS", "CODEC_CONFIGS", "DEFAULT_CKPT_DIR", "FIELDS", "METHODS", "OPUS_KBPS",
            "OPUS_METHODS", "PAPER", "REPO", "STYLES", "aggregate", "codec_arch", "evaluate_examples",
@@ -200,10 +204,15 @@ def score_rows(rows: list[dict[str, Any]], mics: np.ndarray, sr: int, mode: str,
 # ---------------------------------------------------------------------------- coding
 
 
-def _load_examples(data_dir: Path, split: str, limit: int | None) -> list[dict[str, Any]]:
+def load_examples(data_dir: Path, split: str, limit: int | None) -> list[dict[str, Any]]:
+    """The first ``limit`` examples (None: all) of ``split`` in the data set ``data_dir``; a
+    warning says so when the split holds fewer than asked for."""
     from training.data.dataset import RoomDataset
 
     ds = RoomDataset(data_dir / "manifest.json", split)
+    if limit is not None and len(ds) < limit:
+        log.warning("%s holds %d %s examples, fewer than the %d asked for; scoring those %d",
+                    data_dir, len(ds), split, limit, len(ds))
     n = len(ds) if limit is None else min(limit, len(ds))
     return [ds[i] for i in range(n)]
 
@@ -384,7 +393,7 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
-def _real_data(data_dir: Path, num_mics: int, limit: int | None) -> Path | None:
+def real_rooms(data_dir: Path, num_mics: int, limit: int | None) -> Path | None:
     """Held-out LibriSpeech test-other speech and recorded noise in simulated rooms
     (``<data_dir>/../rooms_real``, built when ``../shared/data`` exists)."""
     root = REPO.parent / "shared" / "data"
@@ -392,11 +401,22 @@ def _real_data(data_dir: Path, num_mics: int, limit: int | None) -> Path | None:
         return None
     from training.data.build import DataConfig, build_dataset
 
+    out = data_dir.parent / "rooms_real"
+    # room i depends on its own seed only, so a larger set holds the smaller one: never shrink
+    # the folder (other tools read its first 8 rooms) to a smaller --limit
+    n_test = max(limit or 24, _built_test_rooms(out / "manifest.json"))
     manifest = build_dataset(
         DataConfig(num_mics=num_mics, speech_dir=str(root / "speech" / "librispeech"),
-                   noise_dir=str(root / "noise"), n_train=0, n_val=0, n_test=limit or 24, seed=7),
-        data_dir.parent / "rooms_real")
+                   noise_dir=str(root / "noise"), n_train=0, n_val=0, n_test=n_test, seed=7), out)
     return manifest.parent
+
+
+def _built_test_rooms(manifest: Path) -> int:
+    """Test rooms of an existing data set (0: none or unreadable)."""
+    try:
+        return int(json.loads(manifest.read_text())["config"]["n_test"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def run_evaluation(
@@ -438,13 +458,13 @@ def run_evaluation(
                             for r, c in codecs.items()}}
     sets = [("synthetic", data_dir, out_dir, f"synthetic rooms, test split, {data_dir}",
              "Quality against room rate, synthetic test rooms")]
-    real_dir = _real_data(data_dir, any_codec.cfg.num_mics, limit) if real else None
+    real_dir = real_rooms(data_dir, any_codec.cfg.num_mics, limit) if real else None
     if real_dir is not None:
         sets.append(("real", real_dir, out_dir / "real", "LibriSpeech test-other speech and real recorded "
                      "noise (../shared/data) in simulated rooms", "Quality against room rate, real speech"))
     result: dict[str, Any] = {}
     for name, ddir, odir, desc, title in sets:
-        examples = _load_examples(ddir, "test", limit)
+        examples = load_examples(ddir, "test", limit)
         if not examples:
             raise UserError(f"no test examples in {ddir}; rebuild it with `ndpca data build`")
         rows = evaluate_examples(examples, codecs, bandwidths, methods, opus_kbps, perceptual, workers, progress)

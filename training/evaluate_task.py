@@ -55,6 +55,7 @@ from training.realism import frechet_distance, log_mel_frames
 
 TASK_DIR = REPO / "checkpoints" / "task_aware"
 PERCEPTION_DIR = REPO / "checkpoints" / "perception"
+SCORE_DIR = REPO / "checkpoints" / "score"  # the score-based enhancer the task-aware codecs train with
 # the paper's Fig. 3c methods: those of Fig. 3b without the uniform-split ablation
 TASK_METHODS: dict[str, tuple[str, str]] = {m: METHODS[m] for m in
                                             ("jae", "ndpca-e2d1", "ndpca-e4d1", "naive-e2d1", "naive-e4d1",
@@ -387,7 +388,7 @@ def run_task_evaluation(
     naming the command that trains it) a method whose task-aware codec is not in ``ckpt_dir``,
     instead of stopping; at least one must be there."""
     from training.data.dataset import default_data_dir
-    from training.evaluate import _load_examples
+    from training.evaluate import load_examples, real_rooms
     from training.task_aware import find_enhancer
 
     t0 = time.time()
@@ -410,7 +411,9 @@ def run_task_evaluation(
     methods = tuple(m for m in methods if TASK_METHODS[m][0] in paths)
     refs = list(paths)
     codecs = {r: Codec.load(paths[r], device=device, expect_arch=codec_arch(r)) for r in refs}
-    enh_path = find_enhancer(str(enhancer_path) if enhancer_path else None)
+    # default: the score-based enhancer of the task-aware codecs (checkpoints/score), not the
+    # receiver's, which enhances the classical stage's output
+    enh_path = find_enhancer(str(enhancer_path) if enhancer_path else None, SCORE_DIR)
     enhancer = ScoreEnhancer.load(enh_path, device=device)
     if enhancer.header.get("front_end", "mic") != "mic":
         raise UserError(f"{enh_path} enhances the classical stage's output; the task-aware experiment "
@@ -442,18 +445,12 @@ def run_task_evaluation(
             "sampler": json.dumps(samp.__dict__)}
     result: dict[str, Any] = {}
     sets = [("synthetic", data_dir, "synthetic rooms, test split", out_dir, "Task- and perception-aware coding, synthetic test rooms")]
-    real_root = REPO.parent / "shared" / "data"
-    if real and (real_root / "speech" / "librispeech").is_dir():
-        from training.data.build import DataConfig, build_dataset
-
-        real_dir = data_dir.parent / "rooms_real"
-        build_dataset(DataConfig(num_mics=any_codec.cfg.num_mics, speech_dir=str(real_root / "speech" / "librispeech"),
-                                 noise_dir=str(real_root / "noise"), n_train=0, n_val=0, n_test=limit or 24, seed=7),
-                      real_dir)
+    real_dir = real_rooms(data_dir, any_codec.cfg.num_mics, limit) if real else None
+    if real_dir is not None:
         sets.append(("real", real_dir, "LibriSpeech test-other speech and real recorded noise (../shared/data) "
                      "in simulated rooms", out_dir / "real", "Task- and perception-aware coding, real speech and noise"))
     for name, ddir, desc, odir, title in sets:
-        examples = _load_examples(ddir, "test", limit)
+        examples = load_examples(ddir, "test", limit)
         if not examples:
             raise UserError(f"no test examples in {ddir}; rebuild it with `ndpca data build`")
         rows, fmd = evaluate_task_examples(examples, codecs, enhancer, samp, bandwidths, methods, perceptual,

@@ -47,7 +47,7 @@ def find_enhancer(name: str | None, ckpt_dir: Path = REPO / "checkpoints") -> Pa
     found = find_checkpoint("enhancer", ckpt_dir)
     if found is None:
         raise ConfigError(f"no enhancer checkpoint in {ckpt_dir}; train one with "
-                          "`ndpca train-enhancer --config training/configs/enhancer.toml --ship checkpoints` "
+                          f"`ndpca train-enhancer --config training/configs/enhancer.toml --ship {ckpt_dir}` "
                           "or set task.enhancer")
     return found
 

@@ -11,7 +11,7 @@ One concept per module:
   :data:`SCORE_NET_PRESETS` and :class:`ScoreNet`, a small NCSN++-style U-Net estimating the
   scaled score from ``(x, y, t)``;
 * :mod:`~shared.enhancer.samplers`: :class:`SamplerConfig`, the presets
-  :data:`SAMPLER_PRESETS` (``quality``, ``fast``, ``realtime``), :func:`sampler_from_name`
+  :data:`SAMPLER_PRESETS` (``quality``, ``fast``, ``realtime``, ``predictive``), :func:`sampler_from_name`
   and the predictor-corrector loop :func:`reverse_sample`;
 * :mod:`~shared.enhancer.enhancer`: :class:`ScoreEnhancer`, the model the receiver and the
   training code use (score, denoising score matching, sampling, one-step estimate) and its

@@ -3,7 +3,7 @@
 Two modes (:class:`SamplerConfig`): ``pc``, the predictor-corrector sampler of SGMSE+ over the
 whole reverse process from the prior at ``t = 1``, and ``fast``, the real-time mode that starts
 part-way at ``t_start < 1`` from the degraded input (as in StoRM) with a few steps. Named
-presets (:data:`SAMPLER_PRESETS`): ``quality``, ``fast``, ``realtime``.
+presets (:data:`SAMPLER_PRESETS`): ``quality``, ``fast``, ``realtime``, ``predictive``.
 
 Time grid: ``N`` predictor steps of size ``dt = (t_start - t_eps) / N`` at times
 ``t_i = t_start - i dt``, ``i = 0 .. N-1``; the state after the last step is at ``t_eps``.

@@ -108,13 +108,15 @@ def test_edges_wait_for_healthy_receiver_and_cover_every_source(compose, routes)
 
 
 def test_files_the_services_read_are_written_by_prepare(compose):
-    """prepare writes model.ckpt, room.wav and token into the volume the others mount."""
+    """prepare writes model.ckpt, room.wav, clean.wav and token into the volume the others mount."""
     services = compose["services"]
     prep = _parse(services["prepare"]["command"])
     assert prep.prepare_only and str(prep.out) == "/data"
-    produced = {"/data/model.ckpt", "/data/room.wav", "/data/token"}
+    produced = {"/data/model.ckpt", "/data/room.wav", "/data/clean.wav", "/data/token"}
     rx = _parse(services["receiver"]["command"])
-    assert {rx.checkpoint, rx.token_file, rx.reference} <= produced
+    assert {rx.checkpoint, rx.token_file, rx.reference, rx.mics_reference} <= produced
+    # clean speech scores decoded microphone 0, the captured microphones the codec (as the demo)
+    assert rx.reference == "/data/clean.wav" and rx.mics_reference == "/data/room.wav"
     for name in ("edge-0", "edge-3"):
         e = _parse(services[name]["command"])
         assert {e.checkpoint, str(e.input), e.token_file} <= produced
