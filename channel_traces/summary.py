@@ -166,6 +166,7 @@ def plot_trace(
     for level in (8, max_total):
         ax_bud.axhline(level, color="grey", ls=":", lw=0.8)
     ax_bud.set_yscale("symlog", linthresh=8)
+    ax_bud.set_ylim(0, max_total * 1.5)  # a budget is never negative (symlog would mirror the axis)
     ax_bud.set_ylabel("budget (coefficients/step)")
     ax_bud.set_xlabel("time (s)")
     out = Path(out)

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -563,8 +564,8 @@ def plot_allocation(stats: dict[str, Any], path: Path) -> Path:
     lines = ax1.get_lines() + ax1b.get_lines()
     ax1.legend(lines, [ln.get_label() for ln in lines], loc="upper right", fontsize=8)
     model = stats.get("model", {})
-    ax1.set_title(f"{model.get('arch', '')}: capacity and allocated dimensions "
-                  f"({stats.get('trace', {}).get('notes', '')[:60]})", fontsize=9)
+    notes = textwrap.shorten(stats.get("trace", {}).get("notes", ""), 110, placeholder=" ...")
+    ax1.set_title(f"{model.get('arch', '')}: capacity and allocated dimensions\n{notes}", fontsize=9)
     if len(alloc):
         ax2.stackplot(t, alloc, labels=[f"source {k}" for k in sources], step="post", alpha=0.85)
     ax2.set_ylabel("components per source")
