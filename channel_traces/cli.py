@@ -17,6 +17,7 @@ from channel_traces._parse import TraceWarning
 from channel_traces.generate import TRACES_DIR, regenerate
 from channel_traces.registry import READERS, load_trace
 from channel_traces.summary import DEFAULT_MAX_TOTAL, format_summary, plot_trace, summarize
+from shared.argtypes import positive_float, positive_int
 from shared.errors import UserError
 from shared.rate import RateConfig
 
@@ -48,6 +49,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+#: steps ``traces show`` computes at most (about 100 s of a 10 us period; each is a few floats)
+MAX_STEPS = 10_000_000
+
+
 def _show(args: argparse.Namespace) -> int:
     """Print summary statistics of a trace (and plot it with ``--plot``)."""
     with warnings.catch_warnings(record=True) as caught:
@@ -59,13 +64,17 @@ def _show(args: argparse.Namespace) -> int:
         else:
             warnings.showwarning(warning.message, warning.category, warning.filename,
                                  warning.lineno)
-    try:
-        cfg = RateConfig(chunk_seconds=args.period)
-    except ValueError as err:
-        raise UserError(f"--period {args.period}: {err}. Fix: pass a positive period") from None
+    steps = trace.duration_s / args.period
+    if steps > MAX_STEPS:
+        raise UserError(f"--period {args.period:g} s cuts this {trace.duration_s:g} s trace into {steps:.3g} steps "
+                        f"(at most {MAX_STEPS:.0e}); pass a period of at least {trace.duration_s / MAX_STEPS:.3g} s")
+    cfg = RateConfig(chunk_seconds=args.period)
     print(format_summary(trace, summarize(trace, cfg, args.max_total)))
     if args.plot is not None:
-        print(f"plot       {plot_trace(trace, args.plot, cfg, args.max_total)}")
+        plot = args.plot if args.plot.suffix else args.plot.with_suffix(".png")  # what matplotlib writes
+        if plot.parent.exists() and not plot.parent.is_dir():
+            raise UserError(f"--plot {args.plot}: {plot.parent} is a file; name a path in a directory")
+        print(f"plot       {plot_trace(trace, plot, cfg, args.max_total)}")
     return 0
 
 
@@ -94,7 +103,7 @@ def register(subparsers: Any) -> None:
     show.add_argument("file", type=Path, help="trace file")
     show.add_argument("--format", default="auto", choices=["auto", *READERS],
                       help="trace format (default: detect from extension and content)")
-    show.add_argument("--period", type=float, default=0.032,
+    show.add_argument("--period", type=positive_float, default=0.032,
                       help="replay step T in seconds (default 0.032, the default codec's step)")
     show.add_argument("--plot", type=Path, default=None, metavar="OUT.png",
                       help="write a PNG of capacity and budget over time")
@@ -119,7 +128,7 @@ def register(subparsers: Any) -> None:
                            "td_unit=ms (see channel_traces/README.md)")
     show.add_argument("--rx-combine", dest="rx_combine", choices=["mean", "mrc"], default=None,
                       help="CSI receive antennas: mean capacity or MRC")
-    show.add_argument("--max-total", dest="max_total", type=int, default=DEFAULT_MAX_TOTAL,
+    show.add_argument("--max-total", dest="max_total", type=positive_int, default=DEFAULT_MAX_TOTAL,
                       help="budget cap: coefficients per step at full width (default 1536)")
     show.set_defaults(func=_show)
 

@@ -8,6 +8,8 @@ lives in :mod:`channel_traces.detect`.
 from __future__ import annotations
 
 import inspect
+import math
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -134,4 +136,36 @@ def load_trace(path: str | Path, fmt: str = "auto", **options: object) -> Trace:
             f"{file}: format {name!r} does not accept option(s) {', '.join(unknown)}. "
             f"Fix: drop them (accepted: {', '.join(accepted) or 'none'})"
         )
-    return READERS[name](file, **options)
+    return READERS[name](file, **_typed_options(name, file, options))
+
+
+def _typed_options(fmt: str, file: Path, options: dict[str, object]) -> dict[str, object]:
+    """Reader options checked against the reader's annotations: a number option given as text
+    (the command line, JSON) is converted; one that is not a finite number is a ConfigError
+    naming it."""
+    hints = typing.get_type_hints(READERS[fmt])
+    out: dict[str, object] = {}
+    for key, value in options.items():
+        kinds = typing.get_args(hints[key]) or (hints[key],)
+        optional = type(None) in kinds
+        kinds = tuple(k for k in kinds if k is not type(None))
+        if value is None and optional:
+            out[key] = None
+        elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            pass  # refused below
+        elif float in kinds:
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if not math.isfinite(number):
+                raise ConfigError(f"{file}: option {key}={value!r} must be a finite number (format {fmt!r})")
+            out[key] = number
+        elif isinstance(value, kinds):
+            out[key] = value
+        elif str in kinds:
+            out[key] = str(value)
+        if key not in out:
+            names = " or ".join("a number" if k is float else k.__name__ for k in kinds)
+            raise ConfigError(f"{file}: option {key}={value!r} must be {names} (format {fmt!r})")
+    return out

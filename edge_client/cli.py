@@ -8,6 +8,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 from shared.errors import UserError
 
@@ -62,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     from shared.streaming import find_checkpoint
 
     torch.set_num_threads(1)
+    url = urlparse(args.url)
+    if url.scheme not in ("ws", "wss") or not url.hostname:
+        raise UserError(f"--url {args.url!r} is not a websocket URL; the receiver's edge endpoint is "
+                        "ws://HOST:PORT/ws (wss:// behind a TLS proxy)")
     if not args.session:
         raise UserError("no session given; pass --session or set NDPCA_SESSION")
     path = args.checkpoint or find_checkpoint(args.arch, args.checkpoint_dir)
@@ -74,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     if len(channels) != len(codec.mic_groups[args.source]):
         raise UserError(f"source {args.source} has {len(codec.mic_groups[args.source])} microphone(s); "
                         f"{len(channels)} channel(s) given")
-    audio = read_source_audio(args.input, channels, codec.sample_rate)
+    audio = read_source_audio(args.input, channels, codec.sample_rate, min_samples=codec.preset.n_fft,
+                              room_mics=codec.cfg.num_mics)
     cfg = EdgeConfig(args.url, args.session, args.source, resolve_token(args.token, args.token_file),
                      realtime=not args.fast, retry_for_s=args.retry_for)
     encoder = LiveEncoder(codec, args.source, audio)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import websockets
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from shared import protocol as P
 from shared.codec import Codec
@@ -160,6 +160,10 @@ class EdgeClient:
         err = self._last_error
         if err is not None and err.fatal and err.code not in P.RETRYABLE_ERRORS:
             raise EdgeRefused(f"receiver refused source {self.cfg.source}: {err.code}: {err.message}")
+        status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
+        if status is not None and 400 <= status < 500 and status not in (408, 429):
+            raise EdgeRefused(f"{self.cfg.url} answered HTTP {status} to the websocket upgrade: it is not the "
+                              "receiver's edge endpoint, which is ws://HOST:PORT/ws")
         rcvd = exc.rcvd if isinstance(exc, ConnectionClosed) else None
         if rcvd is not None and rcvd.code in P.FATAL_CLOSE_CODES and err is None:
             raise EdgeRefused(f"receiver closed the connection with code {rcvd.code} ({rcvd.reason})")

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from shared.argtypes import positive_int
+
 #: (preset, steps or None for the preset's, context frames or None for the checkpoint's); for an
 #: enhancer with a predictive network, :data:`PREDICTIVE_SETTINGS`
 PREDICTIVE_SETTINGS = (("predictive", None, 0), ("predictive", None, 4), ("predictive", None, 12),
@@ -46,9 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--enhancer", type=Path, help="enhancer checkpoint (default checkpoints/enhancer-*.ckpt)")
     p.add_argument("--data-dir", type=Path, help="room data set (default: the held-out real-speech rooms "
                    "data/rooms_real, built from ../shared/data when it is there, else data/rooms)")
-    p.add_argument("--limit", type=int, default=8, help="test examples for the quality columns")
-    p.add_argument("--bandwidth", type=int, default=256, help="components per step shared by the sources (default 256)")
-    p.add_argument("--chunks", type=int, default=40, help="chunks timed per setting")
+    p.add_argument("--limit", type=positive_int, default=8, help="test examples for the quality columns")
+    p.add_argument("--bandwidth", type=positive_int, default=256,
+                   help="components per step shared by the sources (default 256)")
+    p.add_argument("--chunks", type=positive_int, default=40, help="chunks timed per setting")
     p.add_argument("--settings", help="comma-separated preset[:steps[:context frames]] list (default: a sweep)")
     p.set_defaults(func=run)
 

@@ -1,7 +1,8 @@
 """The ``ndpca`` command line: a thin dispatcher over the project's packages.
 
 Subcommands register themselves (``register(subparsers)``) and set ``func(args) -> int``.
-User errors (:class:`shared.errors.UserError`) print one line and exit with status 2.
+User errors (:class:`shared.errors.UserError`, and settings that fail their validation) print
+one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+
+from pydantic import ValidationError
 
 from shared.errors import UserError
 
@@ -67,9 +70,22 @@ def main(
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ValidationError as exc:  # an option or environment value out of its range
+        if args.verbose:
+            raise
+        print(f"error: {describe_invalid(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """A settings validation error in one line: each value, what it must be, where it is set."""
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'} = {e.get('input')!r}: {e['msg']}"
+                         for e in exc.errors())
+    where = " (set by the option --NAME or NDPCA_NAME)" if exc.title == "ReceiverSettings" else ""
+    return f"invalid {exc.title}{where}: {problems}"
 
 
 if __name__ == "__main__":

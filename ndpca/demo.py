@@ -29,6 +29,7 @@ import httpx
 import numpy as np
 import soundfile as sf
 
+from shared.argtypes import port_number, positive_float
 from shared.errors import UserError
 
 log = logging.getLogger("ndpca.demo")
@@ -75,11 +76,11 @@ def codec_options(p: argparse.ArgumentParser) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     codec_options(p)
-    p.add_argument("--seconds", type=float, default=20.0, help="length of the simulated room")
+    p.add_argument("--seconds", type=positive_float, default=20.0, help="length of the simulated room")
     p.add_argument("--seed", type=int, default=0,
                    help="data set seed (default 0, the training data's: the room is the first of "
                    "its held-out test split, unseen rooms and speakers)")
-    p.add_argument("--port", type=int, default=0, help="receiver port (0: a free one)")
+    p.add_argument("--port", type=port_number, default=0, help="receiver port (0: a free one)")
     p.add_argument("--enhancer", choices=["auto", "identity", "sgmse", "classical"], default="auto",
                    help="receiver enhancement stage (default auto: sgmse, the receiver's real-time "
                         "enhancer, when an enhancer checkpoint is in --checkpoint-dir, else identity; identity: "

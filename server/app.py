@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from server import api, gcwatch, live, ws
 from server.decoder import BatchDecoder
-from server.enhance import build_enhancer
+from server.enhance import Enhancer, build_enhancer
 from server.limits import ConnectionLimits
 from server.manager import SessionManager
 from server.metrics import ReceiverMetrics
@@ -22,8 +22,18 @@ from shared.codec import Codec
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: ReceiverSettings | None = None, codec: Codec | None = None) -> FastAPI:
-    """Build the receiver. ``codec`` skips loading from a checkpoint (tests, the demo)."""
+def build_stage(settings: ReceiverSettings, codec: Codec) -> Enhancer:
+    """The enhancement stage the settings ask for, on ``codec``'s output."""
+    return build_enhancer(settings.enhancer, codec, {
+        "checkpoint": settings.enhancer_checkpoint, "checkpoint_dir": settings.checkpoint_dir,
+        "sampler": settings.enhance_sampler, "steps": settings.enhance_steps, "mics": settings.enhance_mics,
+        "context": settings.enhance_context})
+
+
+def create_app(settings: ReceiverSettings | None = None, codec: Codec | None = None,
+               enhancer: Enhancer | None = None) -> FastAPI:
+    """Build the receiver. ``codec`` skips loading from a checkpoint and ``enhancer`` building
+    the enhancement stage (tests; ``ndpca serve``, which checks both before it starts)."""
     settings = settings or ReceiverSettings()
     sessions = settings.session_configs()  # fail fast on bad configuration
 
@@ -39,18 +49,15 @@ def create_app(settings: ReceiverSettings | None = None, codec: Codec | None = N
         # on CPU one intra-op thread by default: decoding a step takes milliseconds, and
         # spinning OpenMP workers on a busy 2-core machine cost more than they save
         threads = settings.threads or (1 if model.device.type == "cpu" else None)
-        enhancer = await asyncio.to_thread(build_enhancer, settings.enhancer, model, {
-            "checkpoint": settings.enhancer_checkpoint, "checkpoint_dir": settings.checkpoint_dir,
-            "sampler": settings.enhance_sampler, "steps": settings.enhance_steps, "mics": settings.enhance_mics,
-            "context": settings.enhance_context})
-        decoder = BatchDecoder(model, enhancer, metrics, settings.max_batch, threads,
+        stage = enhancer or await asyncio.to_thread(build_stage, settings, model)
+        decoder = BatchDecoder(model, stage, metrics, settings.max_batch, threads,
                                settings.beamform_min_share)
         await decoder.start()
         manager = SessionManager(model, decoder, metrics, settings.record_seconds, settings.record_dir,
                                  settings.download_rate_mib_s * 2**20)
         for cfg in sessions:
             manager.create(cfg)
-        app.state.codec, app.state.enhancer = model, enhancer
+        app.state.codec, app.state.enhancer = model, stage
         app.state.decoder, app.state.manager = decoder, manager
         watch = gcwatch.install(metrics.gc_pause)
         app.state.ready = True

@@ -84,28 +84,32 @@ def settings_from_args(args: argparse.Namespace):
     return settings
 
 
-def _check_checkpoint(settings, explicit_arch: str | None) -> None:
-    """Fail fast, before the server starts, on a missing, corrupt, old-layout or wrong-architecture
-    checkpoint (a UserError: one line, exit status 2)."""
-    from server.model import checkpoint_path, resolve_device
-    from shared.checkpoint import load_checkpoint
-    from shared.codec import check_layout
-    from shared.errors import CheckpointError
+def preflight(settings, explicit_arch: str | None):
+    """Everything the receiver loads at start-up, loaded before the server starts, so that a
+    missing, corrupt, old-layout or wrong-architecture checkpoint, a bad enhancer setting, an
+    unreadable trace or reference, or a record directory that is a file stops ``ndpca serve``
+    with one line (a UserError, exit status 2) instead of a failed start-up. Returns the codec
+    and the enhancement stage, which the server then uses as they are."""
+    from pathlib import Path
 
-    resolve_device(settings.device)
-    path = checkpoint_path(settings.checkpoint, settings.arch, settings.checkpoint_dir)
-    header = load_checkpoint(path, expect_kind="codec").header
-    check_layout(path, header)
-    arch = header.get("arch")
-    if explicit_arch and arch != explicit_arch:
-        raise CheckpointError(f"{path} holds architecture {arch!r}, but --arch {explicit_arch} was "
+    from server.app import build_stage
+    from server.manager import session_references, session_schedule
+    from server.model import checkpoint_path, load_codec
+    from shared.errors import CheckpointError, ConfigError
+
+    codec = load_codec(settings.checkpoint, settings.arch, settings.checkpoint_dir, settings.device)
+    if explicit_arch and codec.cfg.arch != explicit_arch:
+        path = checkpoint_path(settings.checkpoint, settings.arch, settings.checkpoint_dir)
+        raise CheckpointError(f"{path} holds architecture {codec.cfg.arch!r}, but --arch {explicit_arch} was "
                               f"asked for; pass a checkpoint trained for {explicit_arch!r}")
-    if settings.enhancer in ("sgmse", "auto"):  # the one the stage will load: given, or the newest found
-        from shared.streaming import find_checkpoint
-
-        enhancer = settings.enhancer_checkpoint or find_checkpoint("enhancer", settings.checkpoint_dir)
-        if enhancer is not None:
-            load_checkpoint(enhancer, expect_kind="enhancer")
+    stage = build_stage(settings, codec)
+    for cfg in settings.session_configs():
+        session_schedule(cfg, codec.rate.chunk_seconds)
+        session_references(cfg, codec.sample_rate)
+    if settings.record_dir and Path(settings.record_dir).exists() and not Path(settings.record_dir).is_dir():
+        raise ConfigError(f"--record-dir {settings.record_dir} is a file; name a directory (it is created "
+                          "when missing)")
+    return codec, stage
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from server.serving import uvicorn_config
 
     settings = settings_from_args(args)
-    _check_checkpoint(settings, explicit_arch=args.arch)
-    app = create_app(settings)
+    codec, stage = preflight(settings, explicit_arch=args.arch)
+    app = create_app(settings, codec=codec, enhancer=stage)
     uvicorn.Server(uvicorn_config(app, settings)).run()
     return 0

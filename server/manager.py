@@ -64,6 +64,34 @@ def load_reference(path: str, sample_rate: int, field: str = "reference") -> np.
     return np.ascontiguousarray(data.T)
 
 
+def session_schedule(cfg: SessionConfig, chunk_seconds: float
+                     ) -> tuple[Callable[[int], tuple[float, float]], dict[str, Any]]:
+    """The session's capacity per step from its trace (or constant capacity).
+
+    Raises:
+        UnreadableFile: the trace cannot be read (the message names the file and the reader's
+            complaint; ``public`` says what is wrong without quoting the file).
+    """
+    try:
+        return capacity_schedule(cfg, chunk_seconds)
+    except ConfigError as exc:  # the format or options asked for, not the file's content
+        raise UnreadableFile(f"trace for session {cfg.id!r}: {exc}", f"trace: {exc}") from None
+    except (UserError, OSError, ValueError) as exc:
+        raise UnreadableFile(
+            f"trace for session {cfg.id!r}: {exc}",
+            f"trace: the file cannot be read as a channel trace of format {cfg.trace_format!r}; "
+            "check it with `ndpca traces show FILE` or pass trace_format (the receiver's log has the "
+            "reader's message)") from None
+
+
+def session_references(cfg: SessionConfig, sample_rate: int) -> dict[str, np.ndarray]:
+    """The session's reference recordings, by the statistic they score (``snr_db``: clean
+    speech against decoded microphone 0; ``mics_snr_db``: the captured microphones)."""
+    return {name: load_reference(path, sample_rate, field)
+            for name, field, path in (("snr_db", "reference", cfg.reference),
+                                      ("mics_snr_db", "mics_reference", cfg.mics_reference)) if path}
+
+
 class SessionManager:
     def __init__(self, codec: Codec, decoder: BatchDecoder, metrics: ReceiverMetrics,
                  record_seconds: float = 900.0, record_dir: str | None = None,
@@ -92,17 +120,8 @@ class SessionManager:
         if cell is not None:
             schedule, info = cell.schedule, cell.info
         else:
-            try:
-                schedule, info = capacity_schedule(cfg, self.codec.rate.chunk_seconds)
-            except (UserError, OSError, ValueError) as exc:
-                raise UnreadableFile(
-                    f"trace for session {cfg.id!r}: {exc}",
-                    f"trace: the file cannot be read as a channel trace of format {cfg.trace_format!r}; "
-                    "check it with `ndpca traces show FILE` or pass trace_format (the receiver's log has the "
-                    "reader's message)") from None
-        refs = {name: load_reference(path, self.codec.sample_rate, field)
-                for name, field, path in (("snr_db", "reference", cfg.reference),
-                                          ("mics_snr_db", "mics_reference", cfg.mics_reference)) if path}
+            schedule, info = session_schedule(cfg, self.codec.rate.chunk_seconds)
+        refs = session_references(cfg, self.codec.sample_rate)
         if cfg.cell and cell is None:
             cell = Cell(cfg.cell, cfg.cell_rule or "equal", schedule, self.codec.rate,
                         self.codec.cfg.vectors_per_step, info)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from shared.argtypes import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one codec architecture from a TOML config")
@@ -39,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--checkpoints", type=Path, help="folder with <arch>-*.ckpt, and full_latent/<arch>-*.ckpt "
                    "for the full-latent naive baselines (default checkpoints/)")
     e.add_argument("--data-dir", type=Path, help="room data set (default data/rooms, built if missing)")
-    e.add_argument("--limit", type=int, help="use only N test examples")
+    e.add_argument("--limit", type=positive_int, help="use only N test examples")
     e.add_argument("--bandwidths", help="comma-separated components per latent vector (default "
                    "2,4,8,...,1024; values above the full width are dropped and the full width is "
                    "always added; --task-aware: bandwidths of its sweep)")
@@ -51,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--perceptual-mics", choices=["all", "ref"], default="all",
                    help="PESQ/STOI for every microphone (default) or the reference microphone only")
     e.add_argument("--no-real", action="store_true", help="skip the real-speech evaluation")
-    e.add_argument("--workers", type=int, default=2)
+    e.add_argument("--workers", type=positive_int, default=2)
     e.add_argument("--step-profile", choices=["water", "uniform"], default="water",
                    help="quantiser steps of the learnt and linear codecs (default water: a step per "
                         "component; uniform: the paper's sqrt(12 D) for every coefficient)")
@@ -124,9 +126,12 @@ def _numbers(text: str | None, flag: str, kind: type = int) -> tuple | None:
     if text is None:
         return None
     try:
-        return tuple(kind(b) for b in text.split(","))
+        values = tuple(kind(b) for b in text.split(","))
     except ValueError:
         raise UserError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+    if not all(v > 0 for v in values):
+        raise UserError(f"{flag} must be positive numbers, got {text!r}")
+    return values
 
 
 def _evaluate(args: argparse.Namespace) -> int:

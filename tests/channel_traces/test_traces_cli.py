@@ -58,7 +58,13 @@ def test_show_reports_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "bad.csv:line 3" in capsys.readouterr().err
     assert main(["traces", "show", str(TRACES_DIR / "static.csv"), "--share", "0.5"]) == 2
     assert "does not accept" in capsys.readouterr().err
-    assert main(["traces", "show", str(TRACES_DIR / "static.csv"), "--period", "-1"]) == 2
+    with pytest.raises(SystemExit) as exit_:  # argparse refuses it before anything runs
+        main(["traces", "show", str(TRACES_DIR / "static.csv"), "--period", "-1"])
+    assert exit_.value.code == 2 and "--period: '-1' must be a positive number" in capsys.readouterr().err
+    assert main(["traces", "show", str(TRACES_DIR / "static.csv"), "--period", "1e-9"]) == 2
+    assert "pass a period of at least" in capsys.readouterr().err
+    assert main(["traces", "show", str(TRACES_DIR / "default.csv"), "--option", "bandwidth_hz=abc"]) == 2
+    assert "bandwidth_hz='abc' must be a finite number" in capsys.readouterr().err
 
 
 def test_generate_command_writes_the_traces(tmp_path: Path) -> None:

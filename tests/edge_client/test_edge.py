@@ -49,6 +49,12 @@ def test_read_source_audio(tmp_path):
         read_source_audio(tmp_path / "m.wav", [5], 16000)
     with pytest.raises(AudioError, match="cannot read"):
         read_source_audio(tmp_path / "missing.wav", [0], 16000)
+    with pytest.raises(AudioError, match="holds 1000 samples; the codec needs at least 2048"):
+        read_source_audio(tmp_path / "m.wav", [0], 16000, min_samples=2048)
+    data[600, 1] = np.nan  # one bad sample would stop the encoder mid-stream: refused up front
+    sf.write(tmp_path / "nan.wav", data, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="channel 1 sample 600 .* is nan"):
+        read_source_audio(tmp_path / "nan.wav", [1], 16000)
 
 
 def test_wrong_token_is_fatal_not_retried(tmp_path):
@@ -79,6 +85,23 @@ def test_unreachable_receiver_gives_up(tmp_path):
         asyncio.run(client.run())
 
 
+def test_wrong_endpoint_is_fatal_not_retried():
+    """An HTTP address that is not the edge endpoint (the receiver without /ws) is refused at
+    once, naming the endpoint, instead of being retried as if the receiver were down."""
+    codec = tiny_codec()
+    audio = torch.randn(1, 4 * codec.chunk_samples) * 0.1
+    with Receiver(ReceiverSettings(session="room", token="t", capacity_bps=500.0), codec) as rx:
+        url = rx.url.rsplit("/ws", 1)[0] + "/nowhere"
+        client = EdgeClient(EdgeConfig(url, "room", 0, "t", retry_for_s=30), codec, LiveEncoder(codec, 0, audio))
+        import asyncio
+        import time
+
+        t0 = time.time()
+        with pytest.raises(EdgeRefused, match=r"answered HTTP 4\d\d .*ws://HOST:PORT/ws"):
+            asyncio.run(client.run())
+        assert time.time() - t0 < 5
+
+
 def test_edge_cli_user_errors(tmp_path, capsys):
     """`ndpca edge` reports a missing checkpoint or session in one line, exit status 2."""
     wav = tmp_path / "a.wav"
@@ -91,3 +114,6 @@ def test_edge_cli_user_errors(tmp_path, capsys):
     assert main(["edge", "--source", "9", "--input", str(wav), "--session", "s",
                  "--checkpoint", str(tmp_path / "c.ckpt")]) == 2
     assert "out of range" in capsys.readouterr().err
+    assert main(["edge", "--source", "0", "--input", str(wav), "--session", "s", "--url", "http://x:1/ws",
+                 "--checkpoint", str(tmp_path / "c.ckpt")]) == 2
+    assert "not a websocket URL" in capsys.readouterr().err
