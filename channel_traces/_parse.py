@@ -129,7 +129,7 @@ def read_text_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise trace_error(path, "file", "no such file", "check the path (relative to the cwd)")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (spreadsheet exports) is dropped
     except UnicodeDecodeError as err:
         raise trace_error(
             path, f"byte {err.start}", "not UTF-8 text", "pass the right --format for a binary log"

@@ -31,6 +31,7 @@ def is_intel5300(head: bytes) -> bool:
 def first_data_line(head: bytes) -> str | None:
     """The first non-blank, non-``#`` line of text (``""`` if none), or None for binary
     (not UTF-8, or holding NUL bytes, which no text log has)."""
+    head = head.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (spreadsheet exports)
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as err:

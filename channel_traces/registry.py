@@ -70,6 +70,8 @@ def detect_format(path: Path) -> str:
     Raises:
         TraceError: when nothing identifies a registered format.
     """
+    if path.is_dir():
+        raise trace_error(path, "file", "a directory, not a trace file", "name a file in it")
     if not path.is_file():
         raise trace_error(path, "file", "no such file", "check the path (relative to the cwd)")
     suffix = path.suffix.lower()
@@ -80,6 +82,8 @@ def detect_format(path: Path) -> str:
     name, line = sniff(head, suffix)
     if name is not None:
         return name
+    if not head.strip():
+        raise trace_error(path, "line 1", "the file is empty", "supply a trace with samples")
     seen = f"the first data line {line[:60]!r}" if line else "its first bytes (binary)"
     raise trace_error(
         path, "line 1",

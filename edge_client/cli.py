@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_token(token: str | None, token_file: str | None) -> str:
+    """The session token: --token, else the first line of --token-file, else NDPCA_TOKEN."""
+    if token and token_file:
+        raise UserError(f"the session token is given twice (--token and --token-file {token_file}); keep one")
     if token:
         return token
     if token_file:

@@ -67,10 +67,22 @@ def _command(args: argparse.Namespace, out: Path) -> str:
 def _settings(text: str | None, predictive: bool = False) -> list[tuple[str, int | None, int | None]]:
     if not text:
         return list(PREDICTIVE_SETTINGS if predictive else SETTINGS)
+    from shared.enhancer import SAMPLER_PRESETS
+    from shared.errors import UserError
+
     out = []
     for item in text.split(","):
-        name, steps, context = (item.split(":") + ["", ""])[:3]
-        out.append((name, int(steps) if steps else None, int(context) if context else None))
+        parts = item.strip().split(":")
+        name, steps, context = (parts + ["", ""])[:3]
+        try:
+            if len(parts) > 3 or name not in SAMPLER_PRESETS:
+                raise ValueError
+            out.append((name, int(steps) if steps else None, int(context) if context else None))
+        except ValueError:
+            raise UserError(f"--settings: {item!r} is not preset[:steps[:context frames]] with a preset of "
+                            f"{', '.join(SAMPLER_PRESETS)} and whole numbers") from None
+        if (out[-1][1] or 1) < 1 or (out[-1][2] or 0) < 0:
+            raise UserError(f"--settings: {item!r} needs steps >= 1 and context frames >= 0")
     return out
 
 

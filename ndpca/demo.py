@@ -120,7 +120,7 @@ class Prepared:
 def prepare(args: argparse.Namespace, room_dir: Path | None = None) -> Prepared:
     """Model, token and trace in ``args.out``, the room's audio in ``room_dir`` (default
     ``args.out``; reused when already there)."""
-    from channel_traces import default_trace_path
+    from channel_traces import default_trace_path, load_trace
     from shared.codec import Codec
     from shared.streaming import find_checkpoint
 
@@ -130,6 +130,8 @@ def prepare(args: argparse.Namespace, room_dir: Path | None = None) -> Prepared:
     random_model = ckpt is None
     if ckpt is not None:
         Codec.load(ckpt)  # a missing or corrupt checkpoint is named as the user gave it, before any copy
+    if args.trace:
+        load_trace(args.trace)  # an unreadable trace: its reader's one line, before the room is built
     room_dir = room_dir or out
     mics, clean = build_room(args.seconds, args.seed, room_dir / "data")
     if ckpt is None:

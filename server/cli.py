@@ -105,7 +105,7 @@ def preflight(settings, explicit_arch: str | None):
     stage = build_stage(settings, codec)
     for cfg in settings.session_configs():
         session_schedule(cfg, codec.rate.chunk_seconds)
-        session_references(cfg, codec.sample_rate)
+        session_references(cfg, codec.sample_rate, codec.cfg.num_mics)
     if settings.record_dir and Path(settings.record_dir).exists() and not Path(settings.record_dir).is_dir():
         raise ConfigError(f"--record-dir {settings.record_dir} is a file; name a directory (it is created "
                           "when missing)")

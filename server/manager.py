@@ -84,12 +84,21 @@ def session_schedule(cfg: SessionConfig, chunk_seconds: float
             "reader's message)") from None
 
 
-def session_references(cfg: SessionConfig, sample_rate: int) -> dict[str, np.ndarray]:
+def session_references(cfg: SessionConfig, sample_rate: int, num_mics: int) -> dict[str, np.ndarray]:
     """The session's reference recordings, by the statistic they score (``snr_db``: clean
-    speech against decoded microphone 0; ``mics_snr_db``: the captured microphones)."""
-    return {name: load_reference(path, sample_rate, field)
+    speech against decoded microphone 0; ``mics_snr_db``: the ``num_mics`` captured
+    microphones). A channel count that does not fit is used as it is, with a warning."""
+    refs = {name: load_reference(path, sample_rate, field)
             for name, field, path in (("snr_db", "reference", cfg.reference),
                                       ("mics_snr_db", "mics_reference", cfg.mics_reference)) if path}
+    if "snr_db" in refs and refs["snr_db"].shape[0] != 1:
+        log.warning("session %s: reference %s has %d channels; decoded microphone 0 is scored against "
+                    "its channel 0 (pass the clean speech, mono)", cfg.id, cfg.reference, refs["snr_db"].shape[0])
+    if "mics_snr_db" in refs and refs["mics_snr_db"].shape[0] != num_mics:
+        log.warning("session %s: mics_reference %s has %d channels and the codec %d microphones; only the "
+                    "first %d are scored", cfg.id, cfg.mics_reference, refs["mics_snr_db"].shape[0], num_mics,
+                    min(num_mics, refs["mics_snr_db"].shape[0]))
+    return refs
 
 
 class SessionManager:
@@ -121,7 +130,7 @@ class SessionManager:
             schedule, info = cell.schedule, cell.info
         else:
             schedule, info = session_schedule(cfg, self.codec.rate.chunk_seconds)
-        refs = session_references(cfg, self.codec.sample_rate)
+        refs = session_references(cfg, self.codec.sample_rate, self.codec.cfg.num_mics)
         if cfg.cell and cell is None:
             cell = Cell(cfg.cell, cfg.cell_rule or "equal", schedule, self.codec.rate,
                         self.codec.cfg.vectors_per_step, info)

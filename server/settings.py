@@ -135,6 +135,9 @@ class ReceiverSettings(BaseSettings):
         if self.sessions_file:
             out += load_sessions_file(Path(self.sessions_file))
         if self.session:
+            if self.token and self.token_file:
+                raise ConfigError("the session token is given twice (--token or NDPCA_TOKEN, and --token-file "
+                                  f"{self.token_file}); keep one")
             token = self.token or read_token_file(self.token_file)
             if not token:
                 raise ConfigError(
@@ -169,10 +172,19 @@ def load_sessions_file(path: Path) -> list[SessionConfig]:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"sessions file {path} cannot be read ({exc}); fix the file") from None
-    try:
-        return [SessionConfig(**item) for item in data.get("sessions", [])]
-    except (ValidationError, TypeError) as exc:
-        raise ConfigError(f"sessions file {path}: {exc}") from None
+    items = data.get("sessions") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ConfigError(f"sessions file {path}: needs a list 'sessions' of tables (JSON objects), e.g. "
+                          '{"sessions": [{"id": "room1", "token": "..."}]}')
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(SessionConfig(**item))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"sessions file {path}, session {i} ({item.get('id', 'no id')!r}): {problems}; "
+                              f"the fields are {', '.join(SessionConfig.model_fields)}") from None
+    return out
 
 
 ADMIN_PATH_FIELDS = {"trace": "trace_dirs", "reference": "reference_dirs", "mics_reference": "reference_dirs"}

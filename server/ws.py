@@ -35,7 +35,7 @@ async def _receive(ws: WebSocket, max_bytes: int):
     data = msg.get("bytes")
     if data is None:
         raise P.ProtocolError("malformed", "text frames are not accepted; send binary msgpack")
-    return P.decode(data, max_bytes), len(data)
+    return P.decode(data, max_bytes, accept=P.EDGE_MESSAGE_TYPES), len(data)
 
 
 async def _writer(ws: WebSocket, link: EdgeLink) -> None:

@@ -78,7 +78,7 @@ def load_checkpoint(path: Path | str, expect_kind: str | None = None) -> Checkpo
     header, payload = _read(path, verify=True)
     if expect_kind is not None and header.get("kind") != expect_kind:
         raise CheckpointError(
-            f"{path} is a {header.get('kind')!r} checkpoint, expected {expect_kind!r}; "
+            f"{path} holds a checkpoint of kind {header.get('kind')!r}, expected {expect_kind!r}; "
             "pass a checkpoint made by the matching training command"
         )
     try:

@@ -224,6 +224,8 @@ Message = Annotated[
     Hello | Chunk | Bye | Welcome | Allocation | Error, Field(discriminator="type")
 ]
 MESSAGE_TYPES = ("hello", "chunk", "bye", "welcome", "allocation", "error")
+#: what an edge sends (the receiver sends the others)
+EDGE_MESSAGE_TYPES = ("hello", "chunk", "bye")
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Message)
 
 
@@ -258,12 +260,14 @@ def _has_non_finite(obj: Any) -> bool:
     return False
 
 
-def decode(frame: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYTES) -> Any:
+def decode(frame: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYTES,
+           accept: tuple[str, ...] = MESSAGE_TYPES) -> Any:
     """One binary frame -> a validated message.
 
     Raises:
         ProtocolError: with the code of the first problem found, in this order: too big,
-            malformed, unsupported version, unknown type, non-finite value, invalid fields.
+            malformed, unsupported version, unknown type, a type not in ``accept`` (unexpected),
+            non-finite value, invalid fields.
     """
     if len(frame) > max_bytes:
         raise ProtocolError("too_big", f"frame of {len(frame)} bytes exceeds {max_bytes}")
@@ -274,6 +278,9 @@ def decode(frame: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYT
     if not isinstance(obj, dict):
         raise ProtocolError("malformed", f"frame holds a {type(obj).__name__}, expected a map")
     version = obj.get("v")
+    if "v" not in obj:
+        raise ProtocolError("unsupported_version", f"the map has no protocol version 'v'; this receiver speaks "
+                            f"{SUPPORTED_VERSIONS} (docs/protocol.md)")
     if version not in SUPPORTED_VERSIONS:
         raise ProtocolError(
             "unsupported_version",
@@ -283,6 +290,9 @@ def decode(frame: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYT
     kind = obj.get("type")
     if kind not in MESSAGE_TYPES:
         raise ProtocolError("unknown_type", f"unknown message type {str(kind)[:40]!r}")
+    if kind not in accept:
+        raise ProtocolError("unexpected_message", f"a {kind} message is not sent to this end of the link "
+                            f"(it accepts {', '.join(accept)})")
     if _has_non_finite(obj):
         raise ProtocolError("non_finite", f"{kind} message holds a NaN or infinite value")
     try:

@@ -42,6 +42,11 @@ def test_demo_names_the_checkpoint_it_was_given(tmp_path, capsys):
     err = _run(capsys, ["demo", "--out", str(tmp_path / "out"), "--checkpoint", str(junk), "--seconds", "2",
                         "--prepare-only"])
     assert str(junk) in err and "model.ckpt" not in err
+    trace = tmp_path / "empty.csv"
+    trace.write_text("")
+    err = _run(capsys, ["demo", "--out", str(tmp_path / "out"), "--trace", str(trace), "--seconds", "2",
+                        "--prepare-only"])
+    assert "empty.csv" in err
 
 
 def test_serve_settings_from_environment_and_options(monkeypatch):
@@ -59,6 +64,38 @@ def test_serve_settings_from_environment_and_options(monkeypatch):
     assert settings().enhancer == "classical"
     assert settings("--enhancer", "identity").enhancer == "identity"
     assert settings("--record-seconds", "12.5").record_seconds == 12.5
+
+
+def test_serve_checks_what_it_loads_before_it_starts(tmp_path, capsys):
+    """A bad trace, reference, sampler or record directory stops serve in one line (exit 2)
+    before the server starts, not as a failed start-up with a traceback."""
+    codec = tmp_path / "codec.ckpt"
+    tiny_codec().save(codec)
+    base = ["serve", "--checkpoint", str(codec), "--port", "0", "--enhancer", "identity",
+            "--session", "s", "--token", "t"]
+    trace = tmp_path / "neg.csv"
+    trace.write_text("time_s,capacity_bps\n0,100\n1,-200\n")
+    err = _run(capsys, [*base, "--trace", str(trace)])
+    assert "neg.csv" in err and "negative" in err
+    ref = tmp_path / "ref8k.wav"
+    sf.write(ref, np.zeros(800, np.float32), 8000)
+    assert "8000 Hz" in _run(capsys, [*base, "--reference", str(ref)])
+    assert "unknown sampler preset 'bogus'" in _run(capsys, [*base, "--enhancer", "sgmse",
+                                                             "--enhance-sampler", "bogus"])
+    (tmp_path / "afile").write_text("x")
+    assert "is a file" in _run(capsys, [*base, "--record-dir", str(tmp_path / "afile")])
+    assert "threads = 0" in _run(capsys, [*base, "--threads", "0"])
+
+
+def test_evaluate_refuses_a_data_dir_without_data(tmp_path, capsys):
+    """--data-dir naming a folder with no data set (or a file) is an error, not a silent build."""
+    codec = tiny_codec()
+    for arch in ("ndpca-e4d1", "dpca-e4d1"):
+        codec.save(tmp_path / f"{arch}.ckpt")
+    (tmp_path / "empty").mkdir()
+    err = _run(capsys, ["evaluate", "--out", str(tmp_path / "o"), "--checkpoints", str(tmp_path),
+                        "--methods", "ndpca-e4d1", "--no-opus", "--data-dir", str(tmp_path / "empty")])
+    assert "holds no data set" in err and "ndpca data build" in err
 
 
 def test_bad_enhancer_checkpoint_stops_serve_before_it_starts(tmp_path, capsys):

@@ -9,16 +9,20 @@ overridden section by section. Unknown keys are errors that name the key and the
 
 from __future__ import annotations
 
+import logging
 import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.errors import ConfigError
 from shared.models.architectures import ModelConfig
 from shared.rate import RateConfig
+
+log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -160,9 +164,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
                 f"{sorted(p.name for p in CONFIG_DIR.glob('*.toml'))}"
             )
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file; pass a TOML training config") from None
     base = raw.pop("base", None)
     if base is not None:
         raw = _merge(_read_toml(path.parent / base), raw)
@@ -228,3 +234,23 @@ def parse_override(text: str) -> dict[str, Any]:
         cur = cur.setdefault(p, {})
     cur[parts[-1]] = parsed
     return out
+
+
+def load_resume_state(path: Path, device: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The saved training state for ``--resume`` (None, with a warning, when there is none yet:
+    training starts from step 0).
+
+    Raises:
+        ConfigError: the file cannot be loaded (truncated, corrupt, another format).
+    """
+    if not path.is_file():
+        log.warning("--resume: no %s yet; training starts from step 0", path)
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:
+        raise ConfigError(f"{path} cannot be loaded ({type(exc).__name__}: {exc}); delete it to start that run "
+                          "afresh, or drop --resume") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise ConfigError(f"{path} is not a training state (no 'step'); delete it, or drop --resume")
+    return state

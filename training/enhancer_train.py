@@ -38,6 +38,7 @@ from training.config import (
     _merge,
     _read_toml,
     describe_validation_error,
+    load_resume_state,
     warmup_cosine_lr,
 )
 
@@ -315,8 +316,8 @@ def train_enhancer(cfg: EnhancerConfig, run_dir: Path, out: Path | None = None, 
     noise_gen = torch.Generator(device=device).manual_seed(t.seed + 1)
     start = 0
     state_path = run_dir / "state.pt"
-    if resume and state_path.is_file():
-        st = torch.load(state_path, map_location=device, weights_only=False)
+    st = load_resume_state(state_path, device) if resume else None
+    if st is not None:
         enh.load_state_dict(st["model"])
         ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"])

@@ -393,6 +393,25 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
+def synthetic_rooms(data_dir: Path | None, num_mics: int) -> Path:
+    """The synthetic rooms to evaluate on: ``data_dir`` as given (it must hold a data set), or
+    the embedded default data set, built on first use."""
+    from training.data.dataset import default_data_dir
+
+    if data_dir is not None:
+        if not (data_dir / "manifest.json").is_file():
+            raise UserError(f"--data-dir {data_dir} holds no data set (no manifest.json); build one with "
+                            f"`ndpca data build --out {data_dir}`, or leave --data-dir out for the default rooms")
+        return data_dir
+    data_dir = default_data_dir()
+    if not (data_dir / "manifest.json").is_file():
+        from training.data.build import DataConfig, build_dataset
+
+        log.info("building the default rooms in %s (once)", data_dir)
+        build_dataset(DataConfig(num_mics=num_mics), data_dir)
+    return data_dir
+
+
 def real_rooms(data_dir: Path, num_mics: int, limit: int | None) -> Path | None:
     """Held-out LibriSpeech test-other speech and recorded noise in simulated rooms
     (``<data_dir>/../rooms_real``, built when ``../shared/data`` exists)."""
@@ -437,7 +456,6 @@ def run_evaluation(
     """The whole experiment (synthetic test rooms, then real speech when available); returns
     the aggregated rows per data set and the seconds taken. ``opus_kbps=()`` skips Opus;
     ``perceptual`` is "all", "ref" or "none"."""
-    from training.data.dataset import default_data_dir
 
     t0 = time.time()
     refs = list(dict.fromkeys(METHODS[m][0] for m in methods))  # in method order
@@ -445,11 +463,7 @@ def run_evaluation(
     codecs = {r: Codec.load(paths[r], device=device, expect_arch=codec_arch(r), step_profile=step_profile)
               for r in refs}
     any_codec = next(iter(codecs.values()))
-    data_dir = data_dir or default_data_dir()
-    if not (data_dir / "manifest.json").is_file():
-        from training.data.build import DataConfig, build_dataset
-
-        build_dataset(DataConfig(num_mics=any_codec.cfg.num_mics), data_dir)
+    data_dir = synthetic_rooms(data_dir, any_codec.cfg.num_mics)
     meta = {"command": command_line(), "rate": {**any_codec.rate.__dict__, "step_profile": step_profile},
             "full_latent": sum(any_codec.latent_sizes), "vectors_per_step": any_codec.cfg.vectors_per_step,
             "vector_ms": 1000 * any_codec.chunk_seconds / any_codec.cfg.vectors_per_step,

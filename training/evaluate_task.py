@@ -387,8 +387,7 @@ def run_task_evaluation(
     """Fig. 3c and Fig. 4 into ``out_dir``. ``skip_missing``: leave out (with a note on stderr
     naming the command that trains it) a method whose task-aware codec is not in ``ckpt_dir``,
     instead of stopping; at least one must be there."""
-    from training.data.dataset import default_data_dir
-    from training.evaluate import load_examples, real_rooms
+    from training.evaluate import command_line, load_examples, real_rooms, synthetic_rooms
     from training.task_aware import find_enhancer
 
     t0 = time.time()
@@ -433,12 +432,8 @@ def run_task_evaluation(
         return sweep
     any_codec = next(iter(codecs.values()))
     full = sum(any_codec.latent_sizes)
-    data_dir = data_dir or default_data_dir()
-    if not (data_dir / "manifest.json").is_file():
-        from training.data.build import DataConfig, build_dataset
-
-        build_dataset(DataConfig(num_mics=any_codec.cfg.num_mics), data_dir)
-    meta = {"command": "ndpca " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("ndpca") else " ".join(sys.argv),
+    data_dir = synthetic_rooms(data_dir, any_codec.cfg.num_mics)
+    meta = {"command": command_line(),
             "rate": any_codec.rate.__dict__,
             "checkpoints": ", ".join(f"{p.relative_to(ckpt_dir)}" for p in paths.values()),
             "enhancer": f"{enh_path.name} (sha256 {enhancer.sha256[:12] if hasattr(enhancer, 'sha256') else '?'})",

@@ -33,7 +33,7 @@ from shared.ndpca import (
     random_bottleneck_size,
 )
 from shared.stft import get_preset, reflect_pad, stft_frames, to_channels
-from training.config import DataSection, TrainConfig, warmup_cosine_lr
+from training.config import DataSection, TrainConfig, load_resume_state, warmup_cosine_lr
 from training.losses import task_agnostic_losses, weighted_total
 
 
@@ -286,8 +286,8 @@ def train(
     kgen = torch.Generator().manual_seed(cfg.train.seed * 1000 + 999)  # same k on every rank
     start, spent = 0, 0.0  # spent: training seconds of earlier sittings (resumed runs)
     state_path = run_dir / "state.pt"
-    if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+    state = load_resume_state(state_path) if resume else None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"][rank] if rank < len(state["gen"]) else state["gen"][0])

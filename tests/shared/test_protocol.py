@@ -68,6 +68,17 @@ def test_bad_frames(frame, code, close):
     assert isinstance(err, p.Error) and err.code == code
 
 
+def test_what_the_receiver_accepts_from_an_edge():
+    """A receiver's message sent by an edge is unexpected (not invalid); a map with no version
+    says that 'v' is missing."""
+    welcome = _frame({"v": 2, "type": "welcome"})
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode(welcome, accept=p.EDGE_MESSAGE_TYPES)
+    assert info.value.code == "unexpected_message" and "welcome" in str(info.value)
+    with pytest.raises(p.ProtocolError, match="no protocol version 'v'"):
+        p.decode(_frame({}))
+
+
 def test_every_error_code_has_a_close_code():
     """The close-code table covers only valid websocket application-visible codes (RFC 6455
     and the IANA registry: 1013 is "try again later")."""

@@ -75,6 +75,15 @@ def test_resume_continues_from_saved_step(data_dir, tmp_path):
     assert steps == [0, 1, 2, 3]
 
 
+def test_resume_refuses_a_corrupt_state(data_dir, tmp_path):
+    """--resume with a truncated state.pt is one clear error that names the file and the way out."""
+    from shared.errors import ConfigError
+
+    (tmp_path / "state.pt").write_bytes(b"\x80\x02 not a state")
+    with pytest.raises(ConfigError, match=r"state\.pt cannot be loaded .* drop --resume"):
+        train(_cfg(data_dir, steps=2), tmp_path, resume=True, progress=False)
+
+
 def test_evaluate_writes_results_for_every_method(checkpoints, data_dir, tmp_path):
     """results.csv has every method at every bandwidth and the required columns."""
     run_evaluation(tmp_path, checkpoints, data_dir, limit=1, bandwidths=(4, 8, 32), opus_kbps=(8.0, 32.0),
