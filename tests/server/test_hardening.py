@@ -275,6 +275,13 @@ def test_admin_trace_errors_do_not_quote_the_file(setup):
     assert missing.status_code == 422 and "no such file" in missing.text
     ok = post(rx, {"id": "p3", "token": "t", "trace": str(traces / "ok.csv")})
     assert ok.status_code == 201, ok.text
+    # what the admin asked for (a format, an option and its type) is named; never a 500
+    for extra, says in (({"trace_format": "bogus"}, "unknown trace format 'bogus'"),
+                        ({"trace_options": {"foo": 1}}, "does not accept option(s) foo"),
+                        ({"trace_format": "cooked", "trace_options": {"share": "abc"}},
+                         "share='abc' must be a finite number")):
+        r = post(rx, {"id": "p4", "token": "t", "trace": str(traces / "ok.csv"), **extra})
+        assert r.status_code == 422 and says in r.text, r.text
     assert httpx.delete(rx.http + "/sessions/p3", headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 204
 
 
