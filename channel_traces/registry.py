@@ -147,13 +147,18 @@ def _typed_options(fmt: str, file: Path, options: dict[str, object]) -> dict[str
     """Reader options checked against the reader's annotations: a number option given as text
     (the command line, JSON) is converted; one that is not a finite number is a ConfigError
     naming it."""
-    hints = typing.get_type_hints(READERS[fmt])
+    try:
+        hints = typing.get_type_hints(READERS[fmt])
+    except Exception:  # a registered reader whose annotations do not resolve: options as given
+        return dict(options)
     out: dict[str, object] = {}
     for key, value in options.items():
-        kinds = typing.get_args(hints[key]) or (hints[key],)
+        kinds = typing.get_args(hints[key]) or (hints[key],) if key in hints else ()
         optional = type(None) in kinds
         kinds = tuple(k for k in kinds if k is not type(None))
-        if value is None and optional:
+        if not kinds or not all(isinstance(k, type) and k is not typing.Any for k in kinds):
+            out[key] = value  # unannotated, Any, Literal ...: the reader checks it
+        elif value is None and optional:
             out[key] = None
         elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
             pass  # refused below

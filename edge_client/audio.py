@@ -21,7 +21,8 @@ def read_source_audio(path: str | Path, channels: list[int], sample_rate: int, m
     A mono file serves a source with one microphone whatever its index. The whole file is
     checked before anything streams: at least ``min_samples`` samples (the codec's frame), and
     no NaN or infinite sample (the encoder would stop on it mid-stream). A file whose channel
-    count is neither 1 nor ``room_mics`` (the codec's microphones) is used with a warning.
+    count is neither 1, this source's microphones nor ``room_mics`` (the codec's microphones) is
+    used with a warning.
     """
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
@@ -51,7 +52,7 @@ def read_source_audio(path: str | Path, channels: list[int], sample_rate: int, m
         raise AudioError(f"{path}: channel {channels[col] if n_ch > 1 else 0} sample {sample} "
                          f"({sample / sample_rate:.3f} s) is {picked[sample, col]}; {int(bad.sum())} "
                          "samples are not finite. Clean the file (e.g. replace them by 0)")
-    if room_mics is not None and n_ch not in (1, room_mics):
+    if room_mics is not None and n_ch not in (1, len(channels), room_mics):
         log.warning("%s has %d channels and the codec %d microphones; using channel(s) %s", path, n_ch,
                     room_mics, channels)
     return torch.from_numpy(np.ascontiguousarray(picked.T))

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if len(channels) != len(codec.mic_groups[args.source]):
         raise UserError(f"source {args.source} has {len(codec.mic_groups[args.source])} microphone(s); "
                         f"{len(channels)} channel(s) given")
-    audio = read_source_audio(args.input, channels, codec.sample_rate, min_samples=codec.preset.n_fft,
+    audio = read_source_audio(args.input, channels, codec.sample_rate, min_samples=codec.preset.n_fft // 2 + 1,
                               room_mics=codec.cfg.num_mics)
     cfg = EdgeConfig(args.url, args.session, args.source, resolve_token(args.token, args.token_file),
                      realtime=not args.fast, retry_for_s=args.retry_for)

@@ -31,6 +31,9 @@ from shared.streaming import lookahead_samples, percentiles
 log = logging.getLogger(__name__)
 
 
+#: consecutive HTTP 4xx answers to the upgrade after which an edge stops (a wrong URL)
+REFUSALS_FATAL = 3
+
 class CoefficientSource(Protocol):
     n_samples: int
     encode_seconds: list[float]
@@ -120,6 +123,7 @@ class EdgeClient:
         self._event = asyncio.Event()
         self._last_error: P.Error | None = None
         self._session_over = False
+        self._refusals = 0  # consecutive HTTP 4xx answers to the websocket upgrade
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> dict[str, Any]:
@@ -132,7 +136,7 @@ class EdgeClient:
                     self.cfg.url, max_size=1 << 20, open_timeout=self.cfg.open_timeout_s,
                     ping_interval=None, compression=None,
                 ) as ws:
-                    attempt, unreachable_since = 0, None
+                    attempt, unreachable_since, self._refusals = 0, None, 0
                     await self._connection(ws)
             except EdgeRefused:
                 raise
@@ -161,9 +165,11 @@ class EdgeClient:
         if err is not None and err.fatal and err.code not in P.RETRYABLE_ERRORS:
             raise EdgeRefused(f"receiver refused source {self.cfg.source}: {err.code}: {err.message}")
         status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
-        if status is not None and 400 <= status < 500 and status not in (408, 429):
-            raise EdgeRefused(f"{self.cfg.url} answered HTTP {status} to the websocket upgrade: it is not the "
-                              "receiver's edge endpoint, which is ws://HOST:PORT/ws")
+        refused = status is not None and 400 <= status < 500 and status not in (408, 429)
+        self._refusals = self._refusals + 1 if refused else 0
+        if self._refusals >= REFUSALS_FATAL:  # not one answer of a proxy while the receiver restarts
+            raise EdgeRefused(f"{self.cfg.url} answered HTTP {status} to the websocket upgrade {self._refusals} "
+                              "times: it is not the receiver's edge endpoint, which is ws://HOST:PORT/ws")
         rcvd = exc.rcvd if isinstance(exc, ConnectionClosed) else None
         if rcvd is not None and rcvd.code in P.FATAL_CLOSE_CODES and err is None:
             raise EdgeRefused(f"receiver closed the connection with code {rcvd.code} ({rcvd.reason})")

@@ -81,7 +81,8 @@ def _settings(text: str | None, predictive: bool = False) -> list[tuple[str, int
         except ValueError:
             raise UserError(f"--settings: {item!r} is not preset[:steps[:context frames]] with a preset of "
                             f"{', '.join(SAMPLER_PRESETS)} and whole numbers") from None
-        if (out[-1][1] or 1) < 1 or (out[-1][2] or 0) < 0:
+        steps, context = out[-1][1:]
+        if (steps is not None and steps < 1) or (context is not None and context < 0):
             raise UserError(f"--settings: {item!r} needs steps >= 1 and context frames >= 0")
     return out
 

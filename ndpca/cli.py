@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from shared.errors import UserError
 
@@ -70,7 +71,7 @@ def main(
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ValidationError as exc:  # an option or environment value out of its range
+    except (ValidationError, SettingsError) as exc:  # an option or environment value out of its range
         if args.verbose:
             raise
         print(f"error: {describe_invalid(exc)}", file=sys.stderr)
@@ -80,11 +81,14 @@ def main(
         return 130
 
 
-def describe_invalid(exc: ValidationError) -> str:
+def describe_invalid(exc: ValidationError | SettingsError) -> str:
     """A settings validation error in one line: each value, what it must be, where it is set."""
+    if isinstance(exc, SettingsError):  # an environment value that does not parse (e.g. a list)
+        return f"{exc}; lists in NDPCA_* variables are JSON, e.g. NDPCA_TRACE_DIRS='[\"traces\"]'"
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'} = {e.get('input')!r}: {e['msg']}"
                          for e in exc.errors())
-    where = " (set by the option --NAME or NDPCA_NAME)" if exc.title == "ReceiverSettings" else ""
+    where = (" (the command-line option, or NDPCA_" + "_".join(str(e["loc"][0]).upper() for e in exc.errors()[:1])
+             + " in the environment)") if exc.title == "ReceiverSettings" else ""
     return f"invalid {exc.title}{where}: {problems}"
 
 

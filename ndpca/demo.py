@@ -217,6 +217,8 @@ def free_port() -> int:
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    for name in ("NDPCA_TOKEN", "NDPCA_TOKEN_FILE"):  # the demo's processes use its own token file
+        env.pop(name, None)
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 

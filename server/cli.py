@@ -93,7 +93,7 @@ def preflight(settings, explicit_arch: str | None):
     from pathlib import Path
 
     from server.app import build_stage
-    from server.manager import session_references, session_schedule
+    from server.manager import check_session, session_references, session_schedule
     from server.model import checkpoint_path, load_codec
     from shared.errors import CheckpointError, ConfigError
 
@@ -103,12 +103,21 @@ def preflight(settings, explicit_arch: str | None):
         raise CheckpointError(f"{path} holds architecture {codec.cfg.arch!r}, but --arch {explicit_arch} was "
                               f"asked for; pass a checkpoint trained for {explicit_arch!r}")
     stage = build_stage(settings, codec)
+    seen: list[str] = []
+    rules: dict[str, str] = {}
     for cfg in settings.session_configs():
+        check_session(cfg, codec.n_sources, seen, rules)
         session_schedule(cfg, codec.rate.chunk_seconds)
-        session_references(cfg, codec.sample_rate, codec.cfg.num_mics)
-    if settings.record_dir and Path(settings.record_dir).exists() and not Path(settings.record_dir).is_dir():
-        raise ConfigError(f"--record-dir {settings.record_dir} is a file; name a directory (it is created "
-                          "when missing)")
+        session_references(cfg, codec.sample_rate, codec.cfg.num_mics, warn=False)  # the server warns
+        seen.append(cfg.id)
+        if cfg.cell:
+            rules.setdefault(cfg.cell, cfg.cell_rule or "equal")
+    if settings.record_dir:
+        try:
+            Path(settings.record_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--record-dir {settings.record_dir} cannot be created ({exc}); name a "
+                              "directory you can write") from None
     return codec, stage
 
 

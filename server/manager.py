@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,10 @@ def session_schedule(cfg: SessionConfig, chunk_seconds: float
     try:
         return capacity_schedule(cfg, chunk_seconds)
     except ConfigError as exc:  # the format or options asked for, not the file's content
-        raise UnreadableFile(f"trace for session {cfg.id!r}: {exc}", f"trace: {exc}") from None
+        from channel_traces.registry import split_run
+
+        public = str(exc).replace(f"{split_run(cfg.trace)[0]}", "the trace") if cfg.trace else str(exc)
+        raise UnreadableFile(f"trace for session {cfg.id!r}: {exc}", f"trace: {public}") from None
     except (UserError, OSError, ValueError) as exc:
         raise UnreadableFile(
             f"trace for session {cfg.id!r}: {exc}",
@@ -84,17 +87,37 @@ def session_schedule(cfg: SessionConfig, chunk_seconds: float
             "reader's message)") from None
 
 
-def session_references(cfg: SessionConfig, sample_rate: int, num_mics: int) -> dict[str, np.ndarray]:
+def check_session(cfg: SessionConfig, n_sources: int, existing: Collection[str], cell_rules: dict[str, str]) -> None:
+    """What a session asks for against the receiver's state: a new id, sources the codec has, and
+    the rule of a cell that exists already (``cell_rules``: cell -> rule).
+
+    Raises:
+        ConfigError: with what is wrong and what to do.
+    """
+    if cfg.id in existing:
+        raise ConfigError(f"session {cfg.id!r} already exists")
+    bad = [s for s in (cfg.sources or []) if not 0 <= s < n_sources]
+    if bad:
+        raise ConfigError(f"sources {bad} out of range: the codec has {n_sources}")
+    rule = cell_rules.get(cfg.cell) if cfg.cell else None
+    if rule is not None and cfg.cell_rule is not None and cfg.cell_rule != rule:
+        raise ConfigError(f"cell {cfg.cell!r} already exists with rule {rule!r}; "
+                          f"create the session with cell_rule {rule!r} or another cell")
+
+
+def session_references(cfg: SessionConfig, sample_rate: int, num_mics: int,
+                       warn: bool = True) -> dict[str, np.ndarray]:
     """The session's reference recordings, by the statistic they score (``snr_db``: clean
     speech against decoded microphone 0; ``mics_snr_db``: the ``num_mics`` captured
-    microphones). A channel count that does not fit is used as it is, with a warning."""
+    microphones). A channel count that does not fit is used as it is, with a warning
+    (``warn``)."""
     refs = {name: load_reference(path, sample_rate, field)
             for name, field, path in (("snr_db", "reference", cfg.reference),
                                       ("mics_snr_db", "mics_reference", cfg.mics_reference)) if path}
-    if "snr_db" in refs and refs["snr_db"].shape[0] != 1:
+    if warn and "snr_db" in refs and refs["snr_db"].shape[0] != 1:
         log.warning("session %s: reference %s has %d channels; decoded microphone 0 is scored against "
                     "its channel 0 (pass the clean speech, mono)", cfg.id, cfg.reference, refs["snr_db"].shape[0])
-    if "mics_snr_db" in refs and refs["mics_snr_db"].shape[0] != num_mics:
+    if warn and "mics_snr_db" in refs and refs["mics_snr_db"].shape[0] != num_mics:
         log.warning("session %s: mics_reference %s has %d channels and the codec %d microphones; only the "
                     "first %d are scored", cfg.id, cfg.mics_reference, refs["mics_snr_db"].shape[0], num_mics,
                     min(num_mics, refs["mics_snr_db"].shape[0]))
@@ -117,15 +140,9 @@ class SessionManager:
 
     def create(self, cfg: SessionConfig) -> Session:
         """Create and start a session. Raises UserError for a duplicate id or a bad trace."""
-        if cfg.id in self.sessions:
-            raise ConfigError(f"session {cfg.id!r} already exists")
-        bad = [s for s in (cfg.sources or []) if not 0 <= s < self.codec.n_sources]
-        if bad:
-            raise ConfigError(f"sources {bad} out of range: the codec has {self.codec.n_sources}")
+        check_session(cfg, self.codec.n_sources, self.sessions,
+                      {name: cell.rule for name, cell in self.cells.items()})
         cell = self.cells.get(cfg.cell) if cfg.cell else None
-        if cell is not None and cfg.cell_rule is not None and cfg.cell_rule != cell.rule:
-            raise ConfigError(f"cell {cell.name!r} already exists with rule {cell.rule!r}; "
-                              f"create the session with cell_rule {cell.rule!r} or another cell")
         if cell is not None:
             schedule, info = cell.schedule, cell.info
         else:

@@ -83,8 +83,14 @@ def test_serve_checks_what_it_loads_before_it_starts(tmp_path, capsys):
     assert "unknown sampler preset 'bogus'" in _run(capsys, [*base, "--enhancer", "sgmse",
                                                              "--enhance-sampler", "bogus"])
     (tmp_path / "afile").write_text("x")
-    assert "is a file" in _run(capsys, [*base, "--record-dir", str(tmp_path / "afile")])
+    assert "cannot be created" in _run(capsys, [*base, "--record-dir", str(tmp_path / "afile")])
     assert "threads = 0" in _run(capsys, [*base, "--threads", "0"])
+    sessions = tmp_path / "sessions.json"
+    sessions.write_text('{"sessions": [{"id": "a", "token": "t"}, {"id": "a", "token": "u"}]}')
+    assert "session 'a' already exists" in _run(capsys, [*base[:7], "--sessions-file", str(sessions)])
+    sessions.write_text('{"sessions": [{"id": "a", "token": "t", "sources": [7]}]}')
+    assert "sources [7] out of range" in _run(capsys, [*base[:7], "--sessions-file", str(sessions)])
+    assert "cannot be created" in _run(capsys, [*base, "--record-dir", str(tmp_path / "afile" / "sub")])
 
 
 def test_evaluate_refuses_a_data_dir_without_data(tmp_path, capsys):

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from shared.argtypes import positive_int
+from shared.argtypes import non_negative_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--perceptual-mics", choices=["all", "ref"], default="all",
                    help="PESQ/STOI for every microphone (default) or the reference microphone only")
     e.add_argument("--no-real", action="store_true", help="skip the real-speech evaluation")
-    e.add_argument("--workers", type=positive_int, default=2)
+    e.add_argument("--workers", type=non_negative_int, default=2, help="processes (0 or 1: this one)")
     e.add_argument("--step-profile", choices=["water", "uniform"], default="water",
                    help="quantiser steps of the learnt and linear codecs (default water: a step per "
                         "component; uniform: the paper's sqrt(12 D) for every coefficient)")

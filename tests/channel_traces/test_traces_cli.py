@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -144,3 +145,24 @@ def test_show_selects_a_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     assert "capacity   min 1e+06" in capsys.readouterr().out
     assert main(["traces", "show", str(path), "--run", "9"]) == 2
     assert "matches 0 of the file's 2 runs" in capsys.readouterr().err
+
+
+def test_registered_readers_keep_their_own_option_types(tmp_path: Path) -> None:
+    """Options of a reader without plain annotations (none, Literal, Any) reach it as given;
+    annotated number options are converted from text."""
+    from channel_traces.registry import EXTENSIONS, READERS, register_reader
+
+    seen: dict[str, object] = {}
+
+    def reader(path, share=1.0, mode: Literal["a", "b"] = "a", extra: Any = None, level: float = 0.0):
+        seen.update(share=share, mode=mode, extra=extra, level=level)
+        return Trace(np.array([0.0, 1.0]), np.array([1e4, 1e4]), "capacity", str(path))
+
+    register_reader("custom-test", reader, (".cst",))
+    try:
+        (tmp_path / "x.cst").write_text("x")
+        load_trace(tmp_path / "x.cst", share="0.5", mode="b", extra=[1], level="3")
+        assert seen == {"share": "0.5", "mode": "b", "extra": [1], "level": 3.0}
+    finally:
+        READERS.pop("custom-test")
+        EXTENSIONS.pop(".cst")
