@@ -36,6 +36,8 @@ from shared.stft import get_preset, reflect_pad, stft_frames, to_channels
 from training.config import DataSection, TrainConfig, load_resume_state, warmup_cosine_lr
 from training.losses import task_agnostic_losses, weighted_total
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 class BottleneckedAutoencoder(nn.Module):
     """Training wrapper: encode, apply the batch bottleneck of size ``k``, decode.
@@ -155,14 +157,21 @@ class SpectralBank:
 
 
 def data_manifests(data: DataSection, num_mics: int) -> list[Path]:
-    """The manifests of ``[data]``: its main set (built first if it is missing) and every
-    ``extra_dirs`` set (which must be built already; the error names the command)."""
+    """The manifests of ``[data]``: its main set and every ``extra_dirs`` set (which must be
+    built already; the error names the command).
+
+    The main set in the default folder (``data.dir`` unset) is always the one ``data.build``
+    describes: built when missing, rebuilt when the folder holds another configuration (a
+    smaller set built by hand, an older builder), and otherwise reused as it is (the builder
+    checks the configuration's hash), so that a training command always sees the same rooms.
+    A folder given as ``data.dir`` is used as it is unless ``data.build`` says how to build it.
+    """
     from training.data.build import DataConfig, build_dataset
     from training.data.dataset import default_data_dir
 
     data_dir = Path(data.dir) if data.dir else default_data_dir()
     manifest = data_dir / "manifest.json"
-    if not manifest.is_file() or data.build:
+    if not manifest.is_file() or data.build or not data.dir:
         build = dict(data.build)
         build.setdefault("num_mics", num_mics)
         manifest = build_dataset(DataConfig(**build), data_dir)
@@ -175,6 +184,18 @@ def data_manifests(data: DataSection, num_mics: int) -> list[Path]:
                               f"data set {path.parent} (data.extra_dirs) is not built")
         manifests.append(path)
     return manifests
+
+
+def data_hashes(cfg: TrainConfig) -> dict[str, str]:
+    """Each training data set's folder (relative to the repository where it lies in it) and the
+    hash of the configuration it was built from (its manifest's ``config_hash``): a checkpoint
+    records exactly which rooms trained it."""
+    out = {}
+    for path in data_manifests(cfg.data, cfg.model.num_mics):
+        folder = path.parent.resolve()
+        name = str(folder.relative_to(REPO)) if folder.is_relative_to(REPO) else str(folder)
+        out[name] = str(json.loads(path.read_text()).get("config_hash", ""))
+    return out
 
 
 def load_training_audio(cfg: TrainConfig, split: str = "train", with_clean: bool = False):
@@ -221,7 +242,7 @@ def speed_perturbed(signals: list[torch.Tensor], factors: list[float]) -> list[t
 def _repo_path(path: str) -> Path:
     """A data path relative to the repository root (absolute paths unchanged)."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else Path(__file__).resolve().parents[1] / p
+    return p if p.is_absolute() else REPO / p
 
 
 def _dist_info() -> tuple[int, int]:
@@ -349,7 +370,7 @@ def train(
     total_s = spent + time.time() - t0
     _save_state(state_path, model, opt, gen, kgen, cfg.train.steps, world, objective, total_s)
     provenance = dict(provenance or {}, steps=cfg.train.steps, train_hours=round(total_s / 3600, 4),
-                      train_seconds=round(total_s, 1), processes=world)
+                      train_seconds=round(total_s, 1), processes=world, data=data_hashes(cfg))
     path = finalize(cfg, model, bank, run_dir, provenance)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

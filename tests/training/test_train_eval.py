@@ -75,6 +75,35 @@ def test_resume_continues_from_saved_step(data_dir, tmp_path):
     assert steps == [0, 1, 2, 3]
 
 
+def test_the_default_data_folder_always_holds_the_configured_rooms(tmp_path, monkeypatch):
+    """With ``data.dir`` unset the builder is always asked for the configured rooms (it reuses a
+    folder whose configuration hash matches, and rebuilds one that holds other rooms); a folder
+    given as ``data.dir`` with a manifest is used as it is."""
+    import training.data.build as build
+    import training.data.dataset as dataset
+    from training.config import DataSection
+    from training.train import data_manifests
+
+    asked = []
+
+    def fake_build(cfg, out_dir, *args, **kwargs):
+        asked.append((cfg.n_train, Path(out_dir)))
+        (Path(out_dir) / "manifest.json").parent.mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "manifest.json").write_text("{}")
+        return Path(out_dir) / "manifest.json"
+
+    monkeypatch.setattr(build, "build_dataset", fake_build)
+    monkeypatch.setattr(dataset, "default_data_dir", lambda: tmp_path / "rooms")
+    (tmp_path / "rooms").mkdir()
+    (tmp_path / "rooms" / "manifest.json").write_text("{}")  # a folder built with other settings
+    data_manifests(DataSection(), num_mics=4)
+    assert asked == [(240, tmp_path / "rooms")]  # the default configuration, checked every time
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "manifest.json").write_text("{}")
+    assert data_manifests(DataSection(dir=str(tmp_path / "mine")), num_mics=4) == [tmp_path / "mine" / "manifest.json"]
+    assert len(asked) == 1
+
+
 def test_resume_refuses_a_corrupt_state(data_dir, tmp_path):
     """--resume with a truncated state.pt is one clear error that names the file and the way out."""
     from shared.errors import ConfigError
