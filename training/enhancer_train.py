@@ -359,11 +359,14 @@ def train_enhancer(cfg: EnhancerConfig, run_dir: Path, out: Path | None = None, 
                 torch.save({"model": enh.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                             "gen": gen.get_state(), "noise_gen": noise_gen.get_state(), "step": step + 1}, tmp)
                 tmp.replace(state_path)
+    from training.train import data_hashes
+
     ema = ema.cpu().eval()
     val = validate(ema, cfg, progress=False)
     path = run_dir / "enhancer.ckpt"
     ema.save(path, {"front_end": cfg.inputs.front_end,
-                    "train_config": json.loads(cfg.model_dump_json()), "provenance": provenance or {},
+                    "train_config": json.loads(cfg.model_dump_json()),
+                    "provenance": dict(provenance or {}, data=data_hashes(cfg.data, num_mics=4)),
                     "validation": val})
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

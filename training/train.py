@@ -186,12 +186,12 @@ def data_manifests(data: DataSection, num_mics: int) -> list[Path]:
     return manifests
 
 
-def data_hashes(cfg: TrainConfig) -> dict[str, str]:
+def data_hashes(data: DataSection, num_mics: int) -> dict[str, str]:
     """Each training data set's folder (relative to the repository where it lies in it) and the
     hash of the configuration it was built from (its manifest's ``config_hash``): a checkpoint
     records exactly which rooms trained it."""
     out = {}
-    for path in data_manifests(cfg.data, cfg.model.num_mics):
+    for path in data_manifests(data, num_mics):
         folder = path.parent.resolve()
         name = str(folder.relative_to(REPO)) if folder.is_relative_to(REPO) else str(folder)
         out[name] = str(json.loads(path.read_text()).get("config_hash", ""))
@@ -370,7 +370,7 @@ def train(
     total_s = spent + time.time() - t0
     _save_state(state_path, model, opt, gen, kgen, cfg.train.steps, world, objective, total_s)
     provenance = dict(provenance or {}, steps=cfg.train.steps, train_hours=round(total_s / 3600, 4),
-                      train_seconds=round(total_s, 1), processes=world, data=data_hashes(cfg))
+                      train_seconds=round(total_s, 1), processes=world, data=data_hashes(cfg.data, cfg.model.num_mics))
     path = finalize(cfg, model, bank, run_dir, provenance)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
