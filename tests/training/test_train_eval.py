@@ -104,6 +104,33 @@ def test_the_default_data_folder_always_holds_the_configured_rooms(tmp_path, mon
     assert len(asked) == 1
 
 
+def test_real_rooms_never_shrink(tmp_path, monkeypatch):
+    """`evaluate --limit 1` after `--limit 8` keeps the 8 real rooms other tools read (room i
+    depends on its own seed only, so the larger set holds the smaller one)."""
+    import json as json_
+
+    import training.data.build as build
+    import training.evaluate as evaluate
+
+    (tmp_path / "shared" / "data" / "speech" / "librispeech").mkdir(parents=True)  # what real_rooms looks for
+    monkeypatch.setattr(evaluate, "REPO", tmp_path / "repo")
+    asked = []
+
+    def fake_build(cfg, out_dir, *args, **kwargs):
+        asked.append(cfg.n_test)
+        manifest = Path(out_dir) / "manifest.json"
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json_.dumps({"config": {"n_test": cfg.n_test}}))
+        return manifest
+
+    monkeypatch.setattr(build, "build_dataset", fake_build)
+    rooms = tmp_path / "rooms"
+    evaluate.real_rooms(rooms, 4, 8)
+    evaluate.real_rooms(rooms, 4, 1)
+    evaluate.real_rooms(rooms, 4, 16)
+    assert asked == [8, 8, 16]
+
+
 def test_resume_refuses_a_corrupt_state(data_dir, tmp_path):
     """--resume with a truncated state.pt is one clear error that names the file and the way out."""
     from shared.errors import ConfigError
