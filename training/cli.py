@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_train)
 
-    h = sub.add_parser("train-enhancer", help="train the receiver's score-based enhancer (SGMSE)")
+    h = sub.add_parser("train-enhancer", help="train an enhancer (SGMSE: score-based, or its predictive network, the receiver's default)")
     h.add_argument("--config", default="enhancer.toml", help="TOML file (default training/configs/enhancer.toml)")
     h.add_argument("--run-dir", type=Path, help="default runs/<config name>")
     h.add_argument("--out", type=Path, help="also copy the final checkpoint here")
