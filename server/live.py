@@ -202,6 +202,9 @@ def recent_audio(s: Session, seconds: float) -> np.ndarray:
 # --------------------------------------------------------------------------- the live stream
 
 
+#: error answers a page's bad requests queue at most between two refreshes
+MAX_PENDING_ERRORS = 4
+
 class LiveStream:
     """One page's websocket: pushes the session list and the watched session's steps."""
 
@@ -256,9 +259,10 @@ class LiveStream:
                 req = json.loads(msg.get("text") or msg.get("bytes") or b"")
                 if req.get("type") != "watch" or not isinstance(req.get("session"), str | None):
                     raise ValueError
-            except (ValueError, AttributeError):
-                self.errors.append({"code": "bad_request", "message":
-                                    'send {"type": "watch", "session": "<id>"} (or null)'})
+            except (ValueError, AttributeError, RecursionError):  # not JSON, not a watch, nested too deep
+                if len(self.errors) < MAX_PENDING_ERRORS:  # a flood is answered once per refresh, not queued
+                    self.errors.append({"code": "bad_request", "message":
+                                        'send {"type": "watch", "session": "<id>"} (or null)'})
             else:
                 self.requests.append(req["session"])
             self.event.set()

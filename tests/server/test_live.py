@@ -97,6 +97,25 @@ def test_data_routes_need_a_session_or_admin_token(receiver):
     assert [s["id"] for s in msgs[1]["sessions"]] == ["room"]
 
 
+def test_bad_page_requests_are_answered_and_the_stream_goes_on(receiver):
+    """Garbage, nesting too deep and a flood of bad requests each get a bad_request answer (at
+    most a few per refresh, not one per frame) and the page still gets what it then asks for."""
+    rx = receiver.rx
+    with connect(live_url(rx, TOKEN)) as ws:
+        assert [json.loads(ws.recv(timeout=10))["type"] for _ in range(2)] == ["hello", "sessions"]
+        ws.send("[" * 100_000)
+        for _ in range(50):
+            ws.send("not json")
+        ws.send(json.dumps({"type": "watch", "session": "room"}))
+        got = []
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(m.get("type") == "session" for m in got):
+            got.append(json.loads(ws.recv(timeout=10)))
+    errors = [m for m in got if m["type"] == "error"]
+    assert errors and all(m["code"] == "bad_request" for m in errors) and len(errors) < 51
+    assert any(m.get("type") == "session" for m in got), [m["type"] for m in got]
+
+
 def test_live_stream_holds_the_rest_steps_throttled(receiver):
     """A page's stream during a real lockstep run: every step the REST stats hold, in order,
     with the same values; a few updates per second at most; the watcher is gone after."""
