@@ -30,9 +30,9 @@ from shared.streaming import lookahead_samples, percentiles
 
 log = logging.getLogger(__name__)
 
-
 #: consecutive HTTP 4xx answers to the upgrade after which an edge stops (a wrong URL)
 REFUSALS_FATAL = 3
+
 
 class CoefficientSource(Protocol):
     n_samples: int

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from shared.errors import UserError
+from shared.errors import UserError, describe_validation_error
 
 # modules providing register(subparsers); a missing optional module is skipped
 COMMAND_MODULES = (
@@ -85,11 +85,10 @@ def describe_invalid(exc: ValidationError | SettingsError) -> str:
     """A settings validation error in one line: each value, what it must be, where it is set."""
     if isinstance(exc, SettingsError):  # an environment value that does not parse (e.g. a list)
         return f"{exc}; lists in NDPCA_* variables are JSON, e.g. NDPCA_TRACE_DIRS='[\"traces\"]'"
-    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'} = {e.get('input')!r}: {e['msg']}"
-                         for e in exc.errors())
-    where = (" (the command-line option, or NDPCA_" + "_".join(str(e["loc"][0]).upper() for e in exc.errors()[:1])
-             + " in the environment)") if exc.title == "ReceiverSettings" else ""
-    return f"invalid {exc.title}{where}: {problems}"
+    where = ""
+    if exc.title == "ReceiverSettings" and exc.errors()[0]["loc"]:
+        where = f" (the command-line option, or NDPCA_{str(exc.errors()[0]['loc'][0]).upper()} in the environment)"
+    return f"invalid {exc.title}{where}: {describe_validation_error(exc, values=True)}"
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from shared.codec import Plan
 from shared.rate import RateConfig, allocate_ndpca, budget_bits, budget_coefficients, split_bits
 
 RULES = ("equal", "pooled")
+#: the rule of a cell whose first session names none
+DEFAULT_RULE = "equal"
 #: cell steps whose splits and statistics are kept
 HISTORY = 4096
 

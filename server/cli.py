@@ -93,6 +93,7 @@ def preflight(settings, explicit_arch: str | None):
     from pathlib import Path
 
     from server.app import build_stage
+    from server.cell import DEFAULT_RULE
     from server.manager import check_session, session_references, session_schedule
     from server.model import checkpoint_path, load_codec
     from shared.errors import CheckpointError, ConfigError
@@ -111,7 +112,7 @@ def preflight(settings, explicit_arch: str | None):
         session_references(cfg, codec.sample_rate, codec.cfg.num_mics, warn=False)  # the server warns
         seen.append(cfg.id)
         if cfg.cell:
-            rules.setdefault(cfg.cell, cfg.cell_rule or "equal")
+            rules.setdefault(cfg.cell, cfg.cell_rule or DEFAULT_RULE)
     if settings.record_dir:
         try:
             Path(settings.record_dir).mkdir(parents=True, exist_ok=True)

@@ -292,7 +292,7 @@ def _auto(codec: Codec, options: dict[str, Any]) -> Enhancer:
     """``sgmse`` in its checkpoint's real-time mode when an enhancer checkpoint is there (given,
     or the newest in the checkpoint folder) and works on the codec's STFT; otherwise ``identity``,
     with a log line that says why."""
-    from shared.checkpoint import load_checkpoint
+    from shared.checkpoint import read_header
     from shared.streaming import find_checkpoint
 
     directory = options.get("checkpoint_dir") or "checkpoints"
@@ -300,7 +300,7 @@ def _auto(codec: Codec, options: dict[str, Any]) -> Enhancer:
     if path is None:
         log.info("enhancer auto: no enhancer checkpoint in %s/, running the identity stage", directory)
         return IdentityEnhancer()
-    stft = load_checkpoint(path, expect_kind="enhancer").header.get("stft")
+    stft = read_header(path).get("stft")  # the header only: _sgmse loads and verifies the whole file
     if stft != codec.cfg.stft:
         log.warning("enhancer auto: %s works on the %r STFT, the codec on %r; running the identity stage",
                     path, stft, codec.cfg.stft)

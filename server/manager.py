@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from server.cell import Cell
+from server.cell import DEFAULT_RULE, Cell
 from server.decoder import BatchDecoder
 from server.metrics import ReceiverMetrics
 from server.recording import RecordingStore
@@ -149,7 +149,7 @@ class SessionManager:
             schedule, info = session_schedule(cfg, self.codec.rate.chunk_seconds)
         refs = session_references(cfg, self.codec.sample_rate, self.codec.cfg.num_mics)
         if cfg.cell and cell is None:
-            cell = Cell(cfg.cell, cfg.cell_rule or "equal", schedule, self.codec.rate,
+            cell = Cell(cfg.cell, cfg.cell_rule or DEFAULT_RULE, schedule, self.codec.rate,
                         self.codec.cfg.vectors_per_step, info)
             self.cells[cfg.cell] = cell
         session = Session(cfg, self.codec, self.decoder, self.metrics, schedule, info, refs,

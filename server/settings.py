@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, describe_validation_error
 from shared.protocol import MAX_FRAME_BYTES
 
 Mode = Literal["realtime", "lockstep"]
@@ -181,8 +181,8 @@ def load_sessions_file(path: Path) -> list[SessionConfig]:
         try:
             out.append(SessionConfig(**item))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"sessions file {path}, session {i} ({item.get('id', 'no id')!r}): {problems}; "
+            raise ConfigError(f"sessions file {path}, session {i} ({item.get('id', 'no id')!r}): "
+                              f"{describe_validation_error(exc)}; "
                               f"the fields are {', '.join(SessionConfig.model_fields)}") from None
     return out
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class UserError(Exception):
     """An error caused by the user's input (a file, a value, a flag).
@@ -25,3 +27,19 @@ class AudioError(UserError):
 
 class TraceError(UserError):
     """A channel trace file cannot be parsed."""
+
+
+def describe_validation_error(exc: ValidationError, values: bool = False) -> str:
+    """Pydantic errors as one line: unknown keys and bad values named by their dotted path (and,
+    with ``values``, the value given)."""
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key {where!r}")
+        elif not where:  # a check across fields has no location; its message names the key
+            problems.append(err["msg"].removeprefix("Value error, "))
+        else:
+            given = f" = {err.get('input')!r}" if values else ""
+            problems.append(f"{where}{given}: {err['msg']}")
+    return "; ".join(problems)

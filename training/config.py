@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, describe_validation_error
 from shared.models.architectures import ModelConfig
 from shared.rate import RateConfig
 
@@ -173,18 +173,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
     if base is not None:
         raw = _merge(_read_toml(path.parent / base), raw)
     return raw
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """Pydantic errors as one line: unknown keys and bad values named by their dotted path."""
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            problems.append(f"unknown key {where!r}")
-        else:  # a check across sections has no location; its message names the key
-            problems.append(f"{where}: {err['msg']}" if where else err["msg"].removeprefix("Value error, "))
-    return "; ".join(problems)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -31,13 +31,12 @@ from shared.enhancer import (
     SDEConfig,
     sampler_from_name,
 )
-from shared.errors import ConfigError
+from shared.errors import ConfigError, describe_validation_error
 from shared.stft import get_preset, stft, to_channels
 from training.config import (
     DataSection,
     _merge,
     _read_toml,
-    describe_validation_error,
     load_resume_state,
     warmup_cosine_lr,
 )
